@@ -1,0 +1,210 @@
+//! The DATA scanner against the naive reference: tables of tricky bodies,
+//! every split point, and random bodies cut at random places.
+
+use super::naive::{self, Reference};
+use super::DataScanner;
+use proptest::prelude::*;
+
+const MAX_LINE: usize = 20;
+
+/// Feeds `input` to a scanner in pieces ending at `cuts`, the way a
+/// connection does: appending to one buffer and, when `flush_every` says
+/// so, taking the body out and sliding the rest of the buffer left.
+fn stream(input: &[u8], cuts: &[usize], flush_every: Option<usize>) -> Reference {
+    let mut scanner = DataScanner::new(MAX_LINE);
+    let mut buf = Vec::new();
+    let mut body = Vec::new();
+    let (mut out, mut pos, mut base) = (0, 0, 0);
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+    bounds.sort_unstable();
+    bounds.push(input.len());
+    let mut from = 0;
+    for (n, &to) in bounds.iter().enumerate() {
+        buf.extend_from_slice(&input[from..to]);
+        from = to;
+        let p = scanner.scan(&mut buf, out, pos);
+        assert!(p.out <= p.consumed, "output overtook input");
+        out = p.out;
+        pos = p.consumed;
+        if p.done {
+            body.extend_from_slice(&buf[..out]);
+            return Reference {
+                body,
+                flags: scanner.flags(),
+                end: Some(base + pos),
+            };
+        }
+        assert_eq!(pos, buf.len(), "input left unconsumed without terminator");
+        if flush_every.is_some_and(|k| n % k == 0) {
+            body.extend_from_slice(&buf[..out]);
+            buf.drain(..out);
+            base += out;
+            pos -= out;
+            out = 0;
+        }
+    }
+    body.extend_from_slice(&buf[..out]);
+    Reference {
+        body,
+        flags: scanner.flags(),
+        end: None,
+    }
+}
+
+/// Streams `input` with and without flushing between reads and demands
+/// the reference's body, flags and end position. (Sliding the buffer left
+/// by `out` bytes shifts input indices by the same amount, which `base`
+/// adds back, so end positions are comparable in both runs.)
+fn check(input: &[u8], cuts: &[usize]) {
+    let want = naive::scan(input, MAX_LINE);
+    for flush in [None, Some(1), Some(2)] {
+        let got = stream(input, cuts, flush);
+        assert_eq!(
+            got,
+            want,
+            "input {:?} cut at {:?}, flush {:?}",
+            String::from_utf8_lossy(input),
+            cuts,
+            flush
+        );
+    }
+}
+
+const TRICKY: &[&[u8]] = &[
+    b"",
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"a\r\n.\r\n",
+    b"..\r\n.\r\n",
+    b".a\r\n.\r\n",
+    b"...\r\n.\r\n",
+    b"a\r\n..\r\n.\r\nNOOP\r\n",
+    b"a\n.\nb\r\n.\r\n",
+    b"a\r.\r\nb\r\n.\r\n",
+    b"a\r\n.\nb\r\n.\r\n",
+    b"a\r\n.\rb\r\n.\r\n",
+    b"a\r\n.\r.\r\n.\r\n",
+    b"a\r\n.\r\r\n.\r\n",
+    b"a\rb\nc\r\n.\r\n",
+    b"\r\r\n\n\r\n.\r\n",
+    b"no terminator\r\n",
+    b"ends without crlf.\r\n",
+    b"ends without crlf\r\n.",
+    b"ends without crlf\r\n.\r",
+    b"0123456789012345678\r\n.\r\n",
+    b"01234567890123456789\r\n.\r\n",
+    b".0123456789012345678\r\n.\r\n",
+    b"\r\n.\r\n\r\n.\r\n",
+];
+
+#[test]
+fn tricky_bodies_match_reference_whole() {
+    for input in TRICKY {
+        check(input, &[]);
+    }
+}
+
+#[test]
+fn tricky_bodies_match_reference_at_every_split() {
+    for input in TRICKY {
+        for a in 0..=input.len() {
+            check(input, &[a]);
+            for b in a..=input.len() {
+                check(input, &[a, b]);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_byte_a_separate_read() {
+    for input in TRICKY {
+        let cuts: Vec<usize> = (1..input.len()).collect();
+        check(input, &cuts);
+    }
+}
+
+#[test]
+fn terminator_and_stuffed_dot_split_at_every_offset_with_padding() {
+    for pad in 0..40 {
+        let mut input = vec![b'x'; pad];
+        input.extend_from_slice(b"\r\n..x\r\n.\r\nQUIT\r\n");
+        for cut in 0..=input.len() {
+            let got = stream(&input, &[cut], None);
+            let mut body = vec![b'x'; pad];
+            body.extend_from_slice(b"\r\n.x\r\n");
+            assert_eq!(got.body, body, "pad {pad} cut {cut}");
+            assert_eq!(got.end, Some(input.len() - 6), "pad {pad} cut {cut}");
+            assert_eq!(got.flags.long_line, pad + 2 > MAX_LINE, "pad {pad}");
+            assert!(!got.flags.bare_cr && !got.flags.bare_lf);
+        }
+    }
+}
+
+#[test]
+fn pipelined_command_after_terminator_is_left_alone() {
+    let mut buf = b"hi\r\n.\r\nMAIL FROM:<a@b>\r\n".to_vec();
+    let p = DataScanner::new(1000).scan(&mut buf, 0, 0);
+    assert!(p.done);
+    assert_eq!(&buf[..p.out], b"hi\r\n");
+    assert_eq!(&buf[p.consumed..], b"MAIL FROM:<a@b>\r\n");
+}
+
+#[test]
+fn smuggling_shapes_do_not_end_the_body() {
+    for input in [&b"a\n.\nb"[..], b"a\r.\rb", b"a\r\n.\nb", b"a\n.\r\nb"] {
+        let mut buf = input.to_vec();
+        let mut s = DataScanner::new(1000);
+        let p = s.scan(&mut buf, 0, 0);
+        assert!(!p.done, "{input:?} ended the body");
+        assert!(s.flags().bare_lf || s.flags().bare_cr, "{input:?} not flagged");
+    }
+}
+
+#[test]
+fn long_line_limit_counts_crlf_but_not_the_stuffed_dot() {
+    let mut s = DataScanner::new(10);
+    let mut ok = b"..1234567\r\n.\r\n".to_vec(); // 10 octets after unstuffing
+    assert!(s.scan(&mut ok, 0, 0).done);
+    assert!(!s.flags().long_line);
+    s.reset();
+    let mut long = b"123456789\r\n.\r\n".to_vec(); // 11 octets
+    assert!(s.scan(&mut long, 0, 0).done);
+    assert!(s.flags().long_line);
+}
+
+/// Random bodies biased toward the bytes that matter.
+fn body_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => Just(b'.'),
+        4 => Just(b'\r'),
+        4 => Just(b'\n'),
+        3 => Just(b'a'),
+        1 => any::<u8>(),
+    ];
+    let chunk = prop_oneof![
+        3 => proptest::collection::vec(byte, 0..4),
+        1 => Just(b"\r\n".to_vec()),
+        1 => Just(b"\r\n.".to_vec()),
+        1 => Just(b"\r\n..".to_vec()),
+        1 => Just(vec![b'z'; 25]),
+    ];
+    proptest::collection::vec(chunk, 0..40).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn random_bodies_split_randomly_match_reference(
+        body in body_strategy(),
+        terminate in any::<bool>(),
+        cuts in proptest::collection::vec(0usize..200, 0..8),
+    ) {
+        let mut input = body;
+        if terminate {
+            input.extend_from_slice(b"\r\n.\r\nRSET\r\n");
+        }
+        check(&input, &cuts);
+    }
+}

@@ -1,0 +1,360 @@
+//! One SMTP command line → a typed [`Command`].
+//!
+//! Why it exists: the session state machine should reason about verbs and
+//! envelopes, not bytes. This module knows the grammar of every command in
+//! RFC 5321 §4.1 (verbs case-insensitive, `FROM:`/`TO:` too) and the ESMTP
+//! parameters sluice implements (SIZE, BODY, SMTPUTF8); it knows nothing of
+//! order or state.
+
+use super::path::{check_address_literal, check_domain, parse_path, Mailbox, PathError};
+use super::reply::{self, Reply};
+
+/// The BODY= parameter of MAIL (RFC 6152).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `BODY=7BIT`.
+    SevenBit,
+    /// `BODY=8BITMIME`.
+    EightBitMime,
+}
+
+/// ESMTP parameters of MAIL FROM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=n` (RFC 1870), the client's estimate.
+    pub size: Option<u64>,
+    /// `BODY=`.
+    pub body: Option<Body>,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+}
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `HELO domain`.
+    Helo(String),
+    /// `EHLO domain-or-literal`.
+    Ehlo(String),
+    /// `MAIL FROM:<path> [params]`; `None` is the null path `<>`.
+    Mail(Option<Mailbox>, MailParams),
+    /// `RCPT TO:<path>`.
+    Rcpt(Mailbox),
+    /// `DATA`.
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030).
+    Bdat { size: u64, last: bool },
+    /// `RSET`.
+    Rset,
+    /// `NOOP [string]`.
+    Noop,
+    /// `QUIT`.
+    Quit,
+    /// `HELP [topic]`.
+    Help,
+    /// `VRFY string`.
+    Vrfy,
+    /// EXPN, SEND, SOML, SAML, TURN: recognised, never implemented.
+    NotImplemented,
+}
+
+/// Why a line is not a usable command; each maps to one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Unknown verb (500).
+    Unrecognized,
+    /// Bad arguments (501), with a sentence saying what.
+    Syntax(String),
+    /// A MAIL/RCPT parameter we do not know (555).
+    UnknownParameter(String),
+}
+
+impl ParseError {
+    /// Appends the reply for this error.
+    pub fn write_reply(&self, out: &mut Vec<u8>) {
+        match self {
+            ParseError::Unrecognized => reply::UNRECOGNIZED.write(out),
+            ParseError::Syntax(why) => reply::SYNTAX_ARGS.write_with(out, format_args!("{why}")),
+            ParseError::UnknownParameter(p) => {
+                reply::UNKNOWN_PARAMETER.write_with(out, format_args!("{p}"))
+            }
+        }
+    }
+
+    /// The reply this error maps to (code and status only).
+    pub fn reply(&self) -> Reply {
+        match self {
+            ParseError::Unrecognized => reply::UNRECOGNIZED,
+            ParseError::Syntax(_) => reply::SYNTAX_ARGS,
+            ParseError::UnknownParameter(_) => reply::UNKNOWN_PARAMETER,
+        }
+    }
+}
+
+fn syntax(why: impl Into<String>) -> ParseError {
+    ParseError::Syntax(why.into())
+}
+
+impl From<PathError> for ParseError {
+    fn from(e: PathError) -> Self {
+        syntax(e.to_string())
+    }
+}
+
+/// Parses one command line (without its CRLF).
+pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
+    let line = std::str::from_utf8(line).map_err(|_| syntax("the command is not valid UTF-8"))?;
+    let (verb, args) = match line.find(' ') {
+        Some(sp) => (&line[..sp], &line[sp + 1..]),
+        None => (line, ""),
+    };
+    if verb.len() != 4 {
+        return Err(ParseError::Unrecognized);
+    }
+    let mut upper = [0u8; 4];
+    upper.copy_from_slice(verb.as_bytes());
+    upper.make_ascii_uppercase();
+    match &upper {
+        b"HELO" => Ok(Command::Helo(hello_name(args)?)),
+        b"EHLO" => Ok(Command::Ehlo(hello_name(args)?)),
+        b"MAIL" => parse_mail(args),
+        b"RCPT" => parse_rcpt(args),
+        b"DATA" => no_args(args, Command::Data),
+        b"BDAT" => parse_bdat(args),
+        b"RSET" => no_args(args, Command::Rset),
+        b"QUIT" => no_args(args, Command::Quit),
+        b"NOOP" => Ok(Command::Noop),
+        b"HELP" => Ok(Command::Help),
+        b"VRFY" if args.trim().is_empty() => Err(syntax("VRFY needs an argument")),
+        b"VRFY" => Ok(Command::Vrfy),
+        b"EXPN" | b"SEND" | b"SOML" | b"SAML" | b"TURN" => Ok(Command::NotImplemented),
+        _ => Err(ParseError::Unrecognized),
+    }
+}
+
+fn no_args(args: &str, cmd: Command) -> Result<Command, ParseError> {
+    if args.trim().is_empty() {
+        Ok(cmd)
+    } else {
+        Err(syntax("this command takes no arguments"))
+    }
+}
+
+/// The HELO/EHLO argument: a domain or an address literal.
+fn hello_name(args: &str) -> Result<String, ParseError> {
+    let name = args.trim();
+    if name.is_empty() {
+        return Err(syntax("a domain name or address literal is required"));
+    }
+    if name.contains(' ') {
+        return Err(syntax("the argument must be a single domain name"));
+    }
+    let valid = if name.starts_with('[') {
+        check_address_literal(name)
+    } else {
+        check_domain(name)
+    };
+    match valid {
+        Ok(()) => Ok(name.to_string()),
+        // Real clients send names like `my_pc`; accept any printable
+        // ASCII word, refuse only what would corrupt a trace header.
+        Err(_) if name.bytes().all(|b| b.is_ascii_graphic()) => Ok(name.to_string()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Strips a case-insensitive keyword like `FROM:` and optional spaces.
+fn strip_keyword<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = args.get(..keyword.len())?;
+    if head.eq_ignore_ascii_case(keyword) {
+        Some(args[keyword.len()..].trim_start_matches(' '))
+    } else {
+        None
+    }
+}
+
+fn parse_mail(args: &str) -> Result<Command, ParseError> {
+    let rest = strip_keyword(args, "FROM:").ok_or_else(|| syntax("expected MAIL FROM:<address>"))?;
+    let (path, rest) = parse_path(rest, true)?;
+    let mut params = MailParams::default();
+    for (key, value) in esmtp_params(rest)? {
+        if key.eq_ignore_ascii_case("SIZE") {
+            let v = value.ok_or_else(|| syntax("SIZE needs a value"))?;
+            let n = v
+                .parse::<u64>()
+                .map_err(|_| syntax("SIZE must be a number of octets"))?;
+            params.size = Some(n);
+        } else if key.eq_ignore_ascii_case("BODY") {
+            let v = value.ok_or_else(|| syntax("BODY needs a value"))?;
+            params.body = Some(if v.eq_ignore_ascii_case("7BIT") {
+                Body::SevenBit
+            } else if v.eq_ignore_ascii_case("8BITMIME") {
+                Body::EightBitMime
+            } else {
+                return Err(ParseError::UnknownParameter(format!("BODY={v}")));
+            });
+        } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
+            params.smtputf8 = true;
+        } else {
+            return Err(ParseError::UnknownParameter(key.to_string()));
+        }
+    }
+    Ok(Command::Mail(path, params))
+}
+
+fn parse_rcpt(args: &str) -> Result<Command, ParseError> {
+    let rest = strip_keyword(args, "TO:").ok_or_else(|| syntax("expected RCPT TO:<address>"))?;
+    let (path, rest) = parse_path(rest, false)?;
+    if let Some((key, _)) = esmtp_params(rest)?.next() {
+        return Err(ParseError::UnknownParameter(key.to_string()));
+    }
+    Ok(Command::Rcpt(path.expect("null path refused by parse_path")))
+}
+
+/// `keyword[=value]` pairs separated by spaces after a path.
+fn esmtp_params(
+    rest: &str,
+) -> Result<impl Iterator<Item = (&str, Option<&str>)>, ParseError> {
+    if !rest.is_empty() && !rest.starts_with(' ') {
+        return Err(syntax("expected a space after the address"));
+    }
+    let mut bad = None;
+    for p in rest.split(' ').filter(|p| !p.is_empty()) {
+        let key = p.split('=').next().unwrap_or("");
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            bad = Some(p);
+        }
+    }
+    if let Some(p) = bad {
+        return Err(syntax(format!("bad parameter {p:?}")));
+    }
+    Ok(rest.split(' ').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (p, None),
+    }))
+}
+
+fn parse_bdat(args: &str) -> Result<Command, ParseError> {
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let size = words
+        .next()
+        .and_then(|w| w.parse::<u64>().ok())
+        .ok_or_else(|| syntax("BDAT needs a chunk size in octets"))?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(syntax("expected BDAT <size> [LAST]")),
+    };
+    if words.next().is_some() {
+        return Err(syntax("expected BDAT <size> [LAST]"));
+    }
+    Ok(Command::Bdat { size, last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(local: &str, domain: &str) -> Mailbox {
+        Mailbox {
+            local: local.into(),
+            domain: domain.into(),
+        }
+    }
+
+    #[test]
+    fn verbs_and_keywords_are_case_insensitive() {
+        assert_eq!(
+            parse(b"mail from:<A@B.example>").unwrap(),
+            Command::Mail(Some(mb("A", "B.example")), MailParams::default())
+        );
+        assert_eq!(parse(b"rCpT tO:<x@y>").unwrap(), Command::Rcpt(mb("x", "y")));
+        assert_eq!(parse(b"QuIt").unwrap(), Command::Quit);
+    }
+
+    #[test]
+    fn mail_parameters() {
+        let Command::Mail(None, p) = parse(b"MAIL FROM:<> SIZE=1000 BODY=8BITMIME SMTPUTF8").unwrap()
+        else {
+            panic!("not a null MAIL");
+        };
+        assert_eq!(p.size, Some(1000));
+        assert_eq!(p.body, Some(Body::EightBitMime));
+        assert!(p.smtputf8);
+    }
+
+    #[test]
+    fn unknown_parameters_get_555() {
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b> FOO=bar"),
+            Err(ParseError::UnknownParameter(_))
+        ));
+        assert!(matches!(
+            parse(b"RCPT TO:<a@b> NOTIFY=NEVER"),
+            Err(ParseError::UnknownParameter(_))
+        ));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b> BODY=BINARYMIME"),
+            Err(ParseError::UnknownParameter(_))
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_get_501() {
+        for bad in [
+            &b"MAIL FROM:a@b"[..],
+            b"MAIL TO:<a@b>",
+            b"RCPT TO:<>",
+            b"MAIL FROM:<a@b> SIZE=x",
+            b"DATA now",
+            b"QUIT please",
+            b"BDAT",
+            b"BDAT 10 NOW",
+            b"EHLO",
+            b"HELO a b",
+            b"VRFY",
+            b"MAIL FROM:<a@b>SIZE=1",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::Syntax(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_verbs_get_500() {
+        for bad in [&b"FOO"[..], b"", b"HELLO x", b"MAILFROM:<a@b>"] {
+            assert_eq!(parse(bad), Err(ParseError::Unrecognized));
+        }
+    }
+
+    #[test]
+    fn bdat_forms() {
+        assert_eq!(
+            parse(b"BDAT 100").unwrap(),
+            Command::Bdat {
+                size: 100,
+                last: false
+            }
+        );
+        assert_eq!(
+            parse(b"bdat 0 last").unwrap(),
+            Command::Bdat { size: 0, last: true }
+        );
+    }
+
+    #[test]
+    fn refused_commands_are_recognised() {
+        for v in ["EXPN list", "SEND FROM:<a@b>", "SOML FROM:<a@b>", "SAML FROM:<a@b>", "TURN"] {
+            assert_eq!(parse(v.as_bytes()).unwrap(), Command::NotImplemented);
+        }
+    }
+
+    #[test]
+    fn space_after_colon_is_tolerated() {
+        assert_eq!(parse(b"RCPT TO: <x@y>").unwrap(), Command::Rcpt(mb("x", "y")));
+    }
+}

@@ -1,0 +1,490 @@
+//! The SMTP session state machine: command lines in, replies and actions
+//! out. No I/O of any kind.
+//!
+//! Why it exists: every ordering rule of RFC 5321 (HELO before MAIL, MAIL
+//! before RCPT, RCPT before DATA, RSET anywhere, BDAT bookkeeping per RFC
+//! 3030) and every policy decision about a finished body (size, bare
+//! newlines, long lines) lives here, so each one is a unit test without a
+//! socket. The connection task feeds it lines and body summaries and does
+//! what the returned [`Action`] says.
+
+use std::rc::Rc;
+
+use super::command::{self, Body, Command, MailParams};
+use super::path::Mailbox;
+use super::reply::{self, write_line};
+use crate::scan::BodyFlags;
+
+/// What to do with bare CR / bare LF in a DATA body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewlinePolicy {
+    /// Reject the message with 550 after its data (the default; defends
+    /// against SMTP smuggling).
+    #[default]
+    Reject,
+    /// Store the message as received.
+    Accept,
+}
+
+/// The per-server settings a session needs. Shared read-only.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our name, in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// The largest message accepted, in octets.
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Lower-case domains we accept mail for; `None` accepts any.
+    pub accept_domains: Option<Vec<String>>,
+    /// The longest DATA line, in octets with CRLF.
+    pub max_line_length: usize,
+    /// What to do with bare CR / LF in DATA.
+    pub bare_newlines: BareNewlinePolicy,
+}
+
+/// What the connection must do after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Keep reading command lines.
+    ReadCommands,
+    /// 354 was sent: read a DATA body until `<CRLF>.<CRLF>`.
+    ReceiveData,
+    /// Read exactly `size` octets of BDAT chunk. With `discard` they are
+    /// not part of any message (the reply was already decided: an error).
+    ReceiveChunk { size: u64, last: bool, discard: bool },
+    /// Send what was written and close the connection.
+    Close,
+}
+
+/// The envelope of the transaction in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse-path; `None` for `<>`.
+    pub mail_from: Option<Mailbox>,
+    /// Forward-paths in the order given.
+    pub rcpt_to: Vec<Mailbox>,
+    /// MAIL had SMTPUTF8.
+    pub smtputf8: bool,
+    /// MAIL's BODY= value.
+    pub body: Option<Body>,
+}
+
+/// What to do with a finished body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it; then call [`Session::stored`] with the outcome.
+    Store,
+    /// The reply was written; the message is dropped.
+    Rejected,
+    /// A BDAT chunk that is not the last: keep it, reply was written.
+    MoreChunks,
+}
+
+/// Why storing failed, for the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// No space left (452 4.3.1).
+    NoSpace,
+    /// Any other I/O error (451 4.3.0).
+    Io,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Greeted; no HELO/EHLO yet.
+    Connected,
+    /// HELO/EHLO done; no transaction.
+    Idle,
+    /// MAIL accepted; collecting recipients.
+    Mail,
+    /// Inside DATA (354 sent).
+    Data,
+    /// BDAT chunks are being received for this transaction.
+    Chunking,
+    /// A finished body is waiting for the spool's answer.
+    Storing,
+    /// QUIT or a fatal error.
+    Closed,
+}
+
+/// One SMTP session.
+#[derive(Debug)]
+pub struct Session {
+    config: Rc<SessionConfig>,
+    state: State,
+    helo: Option<String>,
+    esmtp: bool,
+    envelope: Envelope,
+    /// Octets of BDAT chunks received in this transaction.
+    chunked: u64,
+    /// The BDAT chunk being read is refused, for this reason.
+    chunk_refusal: Option<ChunkRefusal>,
+}
+
+impl Session {
+    /// A new session; call [`Session::greet`] first.
+    pub fn new(config: Rc<SessionConfig>) -> Self {
+        Session {
+            config,
+            state: State::Connected,
+            helo: None,
+            esmtp: false,
+            envelope: Envelope::default(),
+            chunked: 0,
+            chunk_refusal: None,
+        }
+    }
+
+    /// Writes the 220 greeting.
+    pub fn greet(&self, out: &mut Vec<u8>) {
+        let text = format!("{} ESMTP sluice ready", self.config.hostname);
+        write_line(out, 220, "", &text, true);
+    }
+
+    /// The HELO/EHLO name, once given.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// Whether the client said EHLO (for `with ESMTP`).
+    pub fn is_esmtp(&self) -> bool {
+        self.esmtp
+    }
+
+    /// The transaction's envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Whether a transaction (MAIL given) is in progress.
+    pub fn in_transaction(&self) -> bool {
+        matches!(
+            self.state,
+            State::Mail | State::Data | State::Chunking | State::Storing
+        )
+    }
+
+    /// The session is over.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// A command line longer than 512 octets arrived (and was skipped).
+    pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Action {
+        reply::LINE_TOO_LONG.write(out);
+        Action::ReadCommands
+    }
+
+    /// Handles one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8], bare_lf: bool, out: &mut Vec<u8>) -> Action {
+        debug_assert!(matches!(
+            self.state,
+            State::Connected | State::Idle | State::Mail | State::Chunking
+        ));
+        if bare_lf && self.config.bare_newlines == BareNewlinePolicy::Reject {
+            reply::BARE_LF_COMMAND.write(out);
+            return Action::ReadCommands;
+        }
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                // A BDAT we cannot parse has an unknown length: the stream
+                // is lost, so the only safe move is to close.
+                let bdat = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT");
+                e.write_reply(out);
+                return if bdat { self.close() } else { Action::ReadCommands };
+            }
+        };
+        if self.state == State::Chunking && !allowed_while_chunking(&cmd) {
+            reply::BAD_SEQUENCE
+                .write_with(out, format_args!("only BDAT, RSET, EHLO, NOOP or QUIT may follow BDAT"));
+            return Action::ReadCommands;
+        }
+        match cmd {
+            Command::Helo(name) => self.hello(name, false, out),
+            Command::Ehlo(name) => self.hello(name, true, out),
+            Command::Mail(from, params) => self.mail(from, params, out),
+            Command::Rcpt(to) => self.rcpt(to, out),
+            Command::Data => self.data(out),
+            Command::Bdat { size, last } => self.bdat(size, last, out),
+            Command::Rset => {
+                self.reset_transaction();
+                reply::OK.write(out);
+                Action::ReadCommands
+            }
+            Command::Noop => {
+                reply::OK.write(out);
+                Action::ReadCommands
+            }
+            Command::Quit => {
+                reply::BYE.write(out);
+                self.close()
+            }
+            Command::Help => {
+                reply::HELP.write(out);
+                Action::ReadCommands
+            }
+            Command::Vrfy => {
+                reply::CANNOT_VRFY.write(out);
+                Action::ReadCommands
+            }
+            Command::NotImplemented => {
+                reply::NOT_IMPLEMENTED.write(out);
+                Action::ReadCommands
+            }
+        }
+    }
+
+    fn close(&mut self) -> Action {
+        self.state = State::Closed;
+        Action::Close
+    }
+
+    fn reset_transaction(&mut self) {
+        self.envelope = Envelope::default();
+        self.chunked = 0;
+        if self.state != State::Connected && self.state != State::Closed {
+            self.state = State::Idle;
+        }
+    }
+
+    fn hello(&mut self, name: String, esmtp: bool, out: &mut Vec<u8>) -> Action {
+        self.reset_transaction();
+        self.state = State::Idle;
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        let greeting = format!("{} greets {}", self.config.hostname, self.helo.as_deref().unwrap_or(""));
+        if esmtp {
+            let size = format!("SIZE {}", self.config.max_message_size);
+            write_multiline_ehlo(out, &greeting, &size);
+        } else {
+            write_line(out, 250, "", &greeting, true);
+        }
+        Action::ReadCommands
+    }
+
+    fn mail(&mut self, from: Option<Mailbox>, params: MailParams, out: &mut Vec<u8>) -> Action {
+        match self.state {
+            State::Connected => {
+                reply::BAD_SEQUENCE.write_with(out, format_args!("say HELO or EHLO first"));
+                return Action::ReadCommands;
+            }
+            State::Mail => {
+                reply::BAD_SEQUENCE.write_with(out, format_args!("a transaction is already in progress; RSET first"));
+                return Action::ReadCommands;
+            }
+            _ => {}
+        }
+        if !self.esmtp && params != MailParams::default() {
+            reply::UNKNOWN_PARAMETER.write_with(out, format_args!("MAIL parameters need EHLO"));
+            return Action::ReadCommands;
+        }
+        if let Some(size) = params.size.filter(|&s| s > self.config.max_message_size) {
+            reply::MESSAGE_TOO_BIG.write_with(
+                out,
+                format_args!("{} octets (SIZE={size})", self.config.max_message_size),
+            );
+            return Action::ReadCommands;
+        }
+        if from.as_ref().is_some_and(Mailbox::is_utf8) && !params.smtputf8 {
+            reply::NEEDS_SMTPUTF8.write(out);
+            return Action::ReadCommands;
+        }
+        self.envelope = Envelope {
+            mail_from: from,
+            rcpt_to: Vec::new(),
+            smtputf8: params.smtputf8,
+            body: params.body,
+        };
+        self.state = State::Mail;
+        reply::SENDER_OK.write(out);
+        Action::ReadCommands
+    }
+
+    fn rcpt(&mut self, to: Mailbox, out: &mut Vec<u8>) -> Action {
+        if self.state != State::Mail {
+            reply::BAD_SEQUENCE.write_with(out, format_args!("need MAIL before RCPT"));
+            return Action::ReadCommands;
+        }
+        if self.envelope.rcpt_to.len() >= self.config.max_recipients {
+            reply::TOO_MANY_RECIPIENTS.write(out);
+            return Action::ReadCommands;
+        }
+        if to.is_utf8() && !self.envelope.smtputf8 {
+            reply::NEEDS_SMTPUTF8.write(out);
+            return Action::ReadCommands;
+        }
+        if !self.accepts(&to) {
+            reply::RELAY_DENIED.write(out);
+            return Action::ReadCommands;
+        }
+        self.envelope.rcpt_to.push(to);
+        reply::RECIPIENT_OK.write(out);
+        Action::ReadCommands
+    }
+
+    fn accepts(&self, to: &Mailbox) -> bool {
+        // RFC 5321 §4.5.1: <Postmaster> must always be accepted.
+        if to.domain.is_empty() {
+            return true;
+        }
+        match &self.config.accept_domains {
+            None => true,
+            Some(domains) => domains.iter().any(|d| d.eq_ignore_ascii_case(&to.domain)),
+        }
+    }
+
+    fn data(&mut self, out: &mut Vec<u8>) -> Action {
+        if self.state != State::Mail {
+            let why = match self.state {
+                State::Chunking => "DATA cannot follow BDAT",
+                _ => "need MAIL and RCPT before DATA",
+            };
+            reply::BAD_SEQUENCE.write_with(out, format_args!("{why}"));
+            return Action::ReadCommands;
+        }
+        if self.envelope.rcpt_to.is_empty() {
+            reply::BAD_SEQUENCE.write_with(out, format_args!("no valid recipients"));
+            return Action::ReadCommands;
+        }
+        self.state = State::Data;
+        reply::START_DATA.write(out);
+        Action::ReceiveData
+    }
+
+    fn bdat(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Action {
+        let _ = out;
+        let refusal = match self.state {
+            State::Mail if self.envelope.rcpt_to.is_empty() => Some(ChunkRefusal::NoRecipients),
+            State::Mail | State::Chunking => {
+                let total = self.chunked.saturating_add(size);
+                (total > self.config.max_message_size).then_some(ChunkRefusal::TooBig)
+            }
+            _ => Some(ChunkRefusal::NoTransaction),
+        };
+        // Refused or not, the chunk's octets are on their way: they are
+        // read (and dropped) before the answer (RFC 3030 §2).
+        self.chunk_refusal = refusal;
+        if refusal.is_none() {
+            self.state = State::Chunking;
+        }
+        Action::ReceiveChunk {
+            size,
+            last,
+            discard: refusal.is_some(),
+        }
+    }
+
+    /// A BDAT chunk of `size` octets has been read (and kept, unless the
+    /// action said `discard`).
+    pub fn chunk_done(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Verdict {
+        if let Some(refusal) = self.chunk_refusal.take() {
+            match refusal {
+                ChunkRefusal::NoRecipients => {
+                    reply::BAD_SEQUENCE.write_with(out, format_args!("no valid recipients"))
+                }
+                ChunkRefusal::NoTransaction => {
+                    reply::BAD_SEQUENCE.write_with(out, format_args!("need MAIL and RCPT before BDAT"))
+                }
+                ChunkRefusal::TooBig => {
+                    self.write_too_big(out);
+                    self.reset_transaction();
+                }
+            }
+            return Verdict::Rejected;
+        }
+        self.chunked += size;
+        if last {
+            self.state = State::Storing;
+            Verdict::Store
+        } else {
+            reply::CHUNK_OK.write_with(out, format_args!("{size}"));
+            Verdict::MoreChunks
+        }
+    }
+
+    /// A DATA body ended: `size` octets after unstuffing (counting any the
+    /// connection dropped for being over the limit), with `flags`.
+    pub fn data_done(&mut self, size: u64, flags: BodyFlags, out: &mut Vec<u8>) -> Verdict {
+        debug_assert_eq!(self.state, State::Data);
+        let refused = if size > self.config.max_message_size {
+            self.write_too_big(out);
+            true
+        } else if (flags.bare_cr || flags.bare_lf)
+            && self.config.bare_newlines == BareNewlinePolicy::Reject
+        {
+            reply::BARE_NEWLINE.write(out);
+            true
+        } else if flags.long_line {
+            reply::DATA_LINE_TOO_LONG
+                .write_with(out, format_args!("{} octets", self.config.max_line_length));
+            true
+        } else {
+            false
+        };
+        if refused {
+            self.reset_transaction();
+            Verdict::Rejected
+        } else {
+            self.state = State::Storing;
+            Verdict::Store
+        }
+    }
+
+    /// The spool's answer for the message handed over after
+    /// [`Verdict::Store`]: its queue id, or why it was not stored.
+    pub fn stored(&mut self, result: Result<&str, StoreFailure>, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.state, State::Storing);
+        match result {
+            Ok(id) => reply::QUEUED.write_with(out, format_args!("{id}")),
+            Err(StoreFailure::NoSpace) => reply::INSUFFICIENT_STORAGE.write(out),
+            Err(StoreFailure::Io) => reply::LOCAL_ERROR.write(out),
+        }
+        self.reset_transaction();
+    }
+
+    fn write_too_big(&self, out: &mut Vec<u8>) {
+        reply::MESSAGE_TOO_BIG.write_with(out, format_args!("{} octets", self.config.max_message_size));
+    }
+}
+
+/// Why a BDAT chunk is read only to be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkRefusal {
+    NoRecipients,
+    NoTransaction,
+    TooBig,
+}
+
+/// Commands that may come between BDAT chunks (RFC 3030 §2).
+fn allowed_while_chunking(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Bdat { .. }
+            | Command::Rset
+            | Command::Quit
+            | Command::Noop
+            | Command::Helo(_)
+            | Command::Ehlo(_)
+    )
+}
+
+/// The EHLO reply: greeting line, then one line per extension.
+fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str) {
+    reply::write_multiline(
+        out,
+        250,
+        "",
+        &[
+            greeting,
+            "PIPELINING",
+            size,
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+        ],
+    );
+}

@@ -1,0 +1,268 @@
+//! The session state machine, one RFC rule per test, without sockets.
+
+use std::rc::Rc;
+
+use super::session::*;
+use crate::scan::BodyFlags;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        hostname: "mx.test".into(),
+        max_message_size: 1000,
+        max_recipients: 3,
+        accept_domains: Some(vec!["ok.test".into()]),
+        max_line_length: 1000,
+        bare_newlines: BareNewlinePolicy::Reject,
+    }
+}
+
+struct T {
+    s: Session,
+}
+
+impl T {
+    fn new() -> T {
+        T::with(config())
+    }
+
+    fn with(c: SessionConfig) -> T {
+        T {
+            s: Session::new(Rc::new(c)),
+        }
+    }
+
+    /// Sends one line; returns the replies and the action.
+    fn send(&mut self, line: &str) -> (String, Action) {
+        let mut out = Vec::new();
+        let a = self.s.command(line.as_bytes(), false, &mut out);
+        (String::from_utf8(out).unwrap(), a)
+    }
+
+    /// Sends a line and returns the first reply code.
+    fn code(&mut self, line: &str) -> u16 {
+        self.send(line).0[..3].parse().unwrap()
+    }
+
+    fn ready(&mut self) {
+        assert_eq!(self.code("EHLO c.test"), 250);
+        assert_eq!(self.code("MAIL FROM:<a@x.test>"), 250);
+        assert_eq!(self.code("RCPT TO:<b@ok.test>"), 250);
+    }
+}
+
+#[test]
+fn greeting_is_220_with_hostname() {
+    let mut out = Vec::new();
+    T::new().s.greet(&mut out);
+    assert_eq!(out, b"220 mx.test ESMTP sluice ready\r\n");
+}
+
+#[test]
+fn ehlo_lists_every_extension_multiline() {
+    let (r, _) = T::new().send("EHLO c.test");
+    assert_eq!(
+        r,
+        "250-mx.test greets c.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n\
+         250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
+    );
+}
+
+#[test]
+fn helo_is_one_line_and_refuses_esmtp_parameters() {
+    let mut t = T::new();
+    assert_eq!(t.send("HELO c.test").0, "250 mx.test greets c.test\r\n");
+    assert_eq!(t.code("MAIL FROM:<a@x.test> SIZE=10"), 555);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+}
+
+#[test]
+fn order_is_enforced_with_503() {
+    let mut t = T::new();
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 503);
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
+    assert_eq!(t.code("DATA"), 503);
+    t.code("EHLO c.test");
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
+    assert_eq!(t.code("DATA"), 503);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 503);
+    assert_eq!(t.code("DATA"), 503, "DATA without recipients");
+}
+
+#[test]
+fn data_then_body_then_store() {
+    let mut t = T::new();
+    t.ready();
+    let (r, a) = t.send("DATA");
+    assert!(r.starts_with("354 "));
+    assert_eq!(a, Action::ReceiveData);
+    let mut out = Vec::new();
+    assert_eq!(t.s.data_done(10, BodyFlags::default(), &mut out), Verdict::Store);
+    assert_eq!(t.s.envelope().rcpt_to[0].to_string(), "b@ok.test");
+    t.s.stored(Ok("00abc"), &mut out);
+    assert_eq!(out, b"250 2.0.0 Ok: queued as 00abc\r\n");
+    assert!(t.s.envelope().rcpt_to.is_empty(), "transaction reset after 250");
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250, "a new transaction can start");
+}
+
+#[test]
+fn storage_failures_map_to_4xx() {
+    for (fail, want) in [
+        (StoreFailure::NoSpace, "452 4.3.1 "),
+        (StoreFailure::Io, "451 4.3.0 "),
+    ] {
+        let mut t = T::new();
+        t.ready();
+        t.send("DATA");
+        let mut out = Vec::new();
+        t.s.data_done(1, BodyFlags::default(), &mut out);
+        t.s.stored(Err(fail), &mut out);
+        assert!(String::from_utf8(out).unwrap().starts_with(want));
+    }
+}
+
+#[test]
+fn body_policies_reject_with_5xx() {
+    let cases = [
+        (1001, BodyFlags::default(), "552 5.3.4 "),
+        (10, BodyFlags { bare_lf: true, ..Default::default() }, "550 5.6.0 "),
+        (10, BodyFlags { bare_cr: true, ..Default::default() }, "550 5.6.0 "),
+        (10, BodyFlags { long_line: true, ..Default::default() }, "550 5.6.0 "),
+    ];
+    for (size, flags, want) in cases {
+        let mut t = T::new();
+        t.ready();
+        t.send("DATA");
+        let mut out = Vec::new();
+        assert_eq!(t.s.data_done(size, flags, &mut out), Verdict::Rejected);
+        let r = String::from_utf8(out).unwrap();
+        assert!(r.starts_with(want), "{r}");
+        assert!(!t.s.in_transaction());
+    }
+}
+
+#[test]
+fn bare_newlines_may_be_accepted_by_policy() {
+    let mut t = T::with(SessionConfig {
+        bare_newlines: BareNewlinePolicy::Accept,
+        ..config()
+    });
+    t.ready();
+    t.send("DATA");
+    let flags = BodyFlags { bare_lf: true, bare_cr: true, long_line: false };
+    assert_eq!(t.s.data_done(10, flags, &mut Vec::new()), Verdict::Store);
+}
+
+#[test]
+fn bare_lf_command_is_refused() {
+    let mut t = T::new();
+    let mut out = Vec::new();
+    assert_eq!(t.s.command(b"NOOP", true, &mut out), Action::ReadCommands);
+    assert!(out.starts_with(b"500 5.5.2 "));
+}
+
+#[test]
+fn recipients_limit_domain_and_postmaster() {
+    let mut t = T::new();
+    t.code("EHLO c.test");
+    t.code("MAIL FROM:<>");
+    assert_eq!(t.code("RCPT TO:<x@elsewhere.test>"), 550);
+    assert_eq!(t.code("RCPT TO:<Postmaster>"), 250);
+    assert_eq!(t.code("RCPT TO:<x@OK.test>"), 250);
+    assert_eq!(t.code("RCPT TO:<y@ok.test>"), 250);
+    assert_eq!(t.send("RCPT TO:<z@ok.test>").0, "452 4.5.3 Too many recipients\r\n");
+}
+
+#[test]
+fn size_parameter_over_limit_is_552() {
+    let mut t = T::new();
+    t.code("EHLO c.test");
+    assert_eq!(t.code("MAIL FROM:<a@x.test> SIZE=1001"), 552);
+    assert_eq!(t.code("MAIL FROM:<a@x.test> SIZE=1000"), 250);
+}
+
+#[test]
+fn utf8_addresses_need_smtputf8() {
+    let mut t = T::new();
+    t.code("EHLO c.test");
+    assert_eq!(t.code("MAIL FROM:<josé@x.test>"), 553);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(t.code("RCPT TO:<josé@ok.test>"), 553);
+    t.code("RSET");
+    assert_eq!(t.code("MAIL FROM:<josé@x.test> SMTPUTF8"), 250);
+    assert_eq!(t.code("RCPT TO:<josé@ok.test>"), 250);
+}
+
+#[test]
+fn misc_commands() {
+    let mut t = T::new();
+    assert_eq!(t.code("NOOP"), 250);
+    assert_eq!(t.code("HELP"), 214);
+    assert_eq!(t.code("VRFY someone"), 252);
+    assert_eq!(t.code("EXPN list"), 502);
+    assert_eq!(t.code("TURN"), 502);
+    assert_eq!(t.code("FROB"), 500);
+    assert_eq!(t.code("RSET"), 250);
+    let (r, a) = t.send("QUIT");
+    assert_eq!(r, "221 2.0.0 Bye\r\n");
+    assert_eq!(a, Action::Close);
+    assert!(t.s.is_closed());
+}
+
+#[test]
+fn rset_clears_the_transaction() {
+    let mut t = T::new();
+    t.ready();
+    assert_eq!(t.code("RSET"), 250);
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
+}
+
+#[test]
+fn bdat_chunks_then_last_stores() {
+    let mut t = T::new();
+    t.ready();
+    let (r, a) = t.send("BDAT 5");
+    assert_eq!(r, "");
+    assert_eq!(a, Action::ReceiveChunk { size: 5, last: false, discard: false });
+    let mut out = Vec::new();
+    assert_eq!(t.s.chunk_done(5, false, &mut out), Verdict::MoreChunks);
+    assert_eq!(out, b"250 2.0.0 Chunk received, octets: 5\r\n");
+    assert_eq!(t.code("DATA"), 503, "DATA cannot follow BDAT");
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 503);
+    t.send("BDAT 3 LAST");
+    assert_eq!(t.s.chunk_done(3, true, &mut Vec::new()), Verdict::Store);
+}
+
+#[test]
+fn bdat_out_of_order_is_read_then_refused() {
+    let mut t = T::new();
+    t.code("EHLO c.test");
+    let (_, a) = t.send("BDAT 7 LAST");
+    assert_eq!(a, Action::ReceiveChunk { size: 7, last: true, discard: true });
+    let mut out = Vec::new();
+    assert_eq!(t.s.chunk_done(7, true, &mut out), Verdict::Rejected);
+    assert!(out.starts_with(b"503 5.5.1 "));
+}
+
+#[test]
+fn bdat_over_the_size_limit_is_552_and_resets() {
+    let mut t = T::new();
+    t.ready();
+    t.send("BDAT 600");
+    t.s.chunk_done(600, false, &mut Vec::new());
+    let (_, a) = t.send("BDAT 600");
+    assert_eq!(a, Action::ReceiveChunk { size: 600, last: false, discard: true });
+    let mut out = Vec::new();
+    assert_eq!(t.s.chunk_done(600, false, &mut out), Verdict::Rejected);
+    assert!(out.starts_with(b"552 5.3.4 "));
+    assert!(!t.s.in_transaction());
+}
+
+#[test]
+fn unparsable_bdat_closes_the_connection() {
+    let mut t = T::new();
+    t.ready();
+    let (r, a) = t.send("BDAT lots");
+    assert!(r.starts_with("501 "));
+    assert_eq!(a, Action::Close);
+}

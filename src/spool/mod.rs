@@ -1,0 +1,28 @@
+//! The spool: per-core append-only segment files that make a message
+//! durable before its 250.
+//!
+//! Why it exists: the one promise sluice makes is that an acknowledged
+//! message survives `kill -9` and power loss. Each core owns
+//! `spool/core-<k>/<n>.seg` and appends framed, checksummed records to it
+//! with group commit; nothing is rewritten in place. Readers work on the
+//! files alone, without a running server.
+//!
+//! - [`record`]: the framing (magic, kind, length, CRC32C).
+//! - [`envelope`]: the commit record's payload.
+//! - [`id`]: queue ids.
+//! - [`writer`]: the per-core group-commit writer (glommio).
+//! - [`walk`]: reading segments back (recovery, tools).
+//! - [`recover`]: start-up recovery of a torn tail.
+//! - [`export`]: JSONL, mbox and maildir output for the tools.
+
+pub mod envelope;
+pub mod export;
+pub mod id;
+pub mod record;
+pub mod recover;
+pub mod walk;
+pub mod writer;
+
+pub use envelope::StoredEnvelope;
+pub use id::QueueId;
+pub use writer::{Durability, MessageWriter, SpoolWriter, StoreError, WriterConfig};

@@ -1,0 +1,237 @@
+//! Walking a spool on disk: the segments of each core in order, their
+//! records, and the messages their commit records make visible.
+//!
+//! Why it exists: start-up recovery, `sluice spool verify|ls|cat|export`
+//! and (later) the drain all need the same reading of a spool: which
+//! messages exist, where their octets are, where a segment is damaged.
+//! This is the one place that reads segments; it uses plain blocking file
+//! I/O because none of its users is on the serving path.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::envelope::StoredEnvelope;
+use super::record::{framed_len, Damage, Kind, RecordReader, Step, HEADER_LEN};
+
+/// `spool/core-<k>`.
+pub fn core_dir(spool: &Path, core: usize) -> PathBuf {
+    spool.join(format!("core-{core}"))
+}
+
+/// `core-<k>/<n>.seg`, zero-padded so names sort like numbers.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+/// The cores present in a spool, sorted: `(core, dir)`.
+pub fn list_cores(spool: &Path) -> io::Result<Vec<(usize, PathBuf)>> {
+    let mut cores = Vec::new();
+    for entry in fs::read_dir(spool)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(k) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("core-"))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        if entry.file_type()?.is_dir() {
+            cores.push((k, entry.path()));
+        }
+    }
+    cores.sort();
+    Ok(cores)
+}
+
+/// The segments of one core, sorted: `(number, path)`.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut segs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse().ok())
+        {
+            segs.push((n, entry.path()));
+        }
+    }
+    segs.sort();
+    Ok(segs)
+}
+
+/// Where a chunk's octets are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLoc {
+    /// Segment number.
+    pub segment: u64,
+    /// Offset of the chunk's octets in that segment.
+    pub offset: u64,
+    /// Number of octets.
+    pub len: u64,
+}
+
+/// A committed message found by a walk.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The envelope from the commit record.
+    pub envelope: StoredEnvelope,
+    /// Segment holding the commit record.
+    pub segment: u64,
+    /// Offset of the commit record.
+    pub offset: u64,
+    /// Chunks streamed before the commit, in order.
+    pub chunks: Vec<ChunkLoc>,
+    /// The octets carried in the commit record itself (after the chunks).
+    pub inline: Vec<u8>,
+}
+
+/// What a walk reports, in segment order.
+#[derive(Debug)]
+pub enum Event {
+    /// A committed message.
+    Message(Found),
+    /// A problem at a place; records after it in that segment are not read.
+    Problem {
+        segment: u64,
+        offset: u64,
+        what: String,
+    },
+    /// A segment ended. `good_len` is where its valid records end and
+    /// `last_commit_end` where its last commit record ends (0 if none).
+    SegmentEnd {
+        segment: u64,
+        path: PathBuf,
+        file_len: u64,
+        good_len: u64,
+        last_commit_end: u64,
+    },
+}
+
+/// Walks one core's segments in order, calling `f` for every event.
+pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::Result<()> {
+    let mut pending: HashMap<u64, Vec<ChunkLoc>> = HashMap::new();
+    for (segment, path) in list_segments(dir)? {
+        let file = File::open(&path)?;
+        let file_len = file.metadata()?.len();
+        let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
+        let mut last_commit_end = 0;
+        loop {
+            match reader.next()? {
+                Step::End => break,
+                Step::Damaged { offset, damage } => {
+                    f(Event::Problem {
+                        segment,
+                        offset,
+                        what: describe(&damage),
+                    })?;
+                    break;
+                }
+                Step::Record { kind, offset } => {
+                    let payload = reader.payload();
+                    match kind {
+                        Kind::Chunk => {
+                            let Some(id) = payload.get(..8) else {
+                                f(problem(segment, offset, "chunk record without a queue id"))?;
+                                continue;
+                            };
+                            let id = u64::from_le_bytes(id.try_into().expect("8"));
+                            pending.entry(id).or_default().push(ChunkLoc {
+                                segment,
+                                offset: offset + HEADER_LEN as u64 + 8,
+                                len: payload.len() as u64 - 8,
+                            });
+                        }
+                        Kind::Commit => {
+                            last_commit_end = offset + framed_len(payload.len());
+                            match StoredEnvelope::decode(payload) {
+                                Ok((envelope, inline)) => {
+                                    let chunks = pending.remove(&envelope.id.0).unwrap_or_default();
+                                    if chunks.len() != envelope.chunks as usize {
+                                        f(problem(
+                                            segment,
+                                            offset,
+                                            &format!(
+                                                "message {} expects {} chunks, found {}",
+                                                envelope.id,
+                                                envelope.chunks,
+                                                chunks.len()
+                                            ),
+                                        ))?;
+                                        continue;
+                                    }
+                                    f(Event::Message(Found {
+                                        inline: inline.to_vec(),
+                                        envelope,
+                                        segment,
+                                        offset,
+                                        chunks,
+                                    }))?;
+                                }
+                                Err(e) => f(problem(segment, offset, &e.to_string()))?,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        f(Event::SegmentEnd {
+            segment,
+            path,
+            file_len,
+            good_len: reader.offset(),
+            last_commit_end,
+        })?;
+    }
+    Ok(())
+}
+
+fn describe(d: &Damage) -> String {
+    d.to_string()
+}
+
+fn problem(segment: u64, offset: u64, what: &str) -> Event {
+    Event::Problem {
+        segment,
+        offset,
+        what: what.to_string(),
+    }
+}
+
+/// Reads a found message's stored octets (trace header + body).
+pub fn read_message(dir: &Path, m: &Found) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(m.envelope.size as usize);
+    let mut open: Option<(u64, File)> = None;
+    for c in &m.chunks {
+        if open.as_ref().map(|(n, _)| *n) != Some(c.segment) {
+            open = Some((c.segment, File::open(segment_path(dir, c.segment))?));
+        }
+        let (_, file) = open.as_ref().expect("opened above");
+        let start = out.len();
+        out.resize(start + c.len as usize, 0);
+        file.read_exact_at(&mut out[start..], c.offset)?;
+    }
+    out.extend_from_slice(&m.inline);
+    Ok(out)
+}
+
+/// Checks a message's octets against its envelope's size and CRC.
+pub fn check_message(m: &Found, data: &[u8]) -> Result<(), String> {
+    if data.len() as u64 != m.envelope.size {
+        return Err(format!(
+            "message {}: size {} but envelope says {}",
+            m.envelope.id,
+            data.len(),
+            m.envelope.size
+        ));
+    }
+    if crc32c::crc32c(data) != m.envelope.body_crc {
+        return Err(format!("message {}: body checksum mismatch", m.envelope.id));
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The per-core spool writer: one task per executor that appends framed
+//! records to the core's current segment with group commit.
+//!
+//! Why it exists: durability costs one `fdatasync` per write batch, not per
+//! message. Connection tasks on the same executor hand records over by
+//! appending them to a shared batch buffer (an `Rc<RefCell<..>>`: same
+//! thread, so no lock and no atomics) and then wait. The writer task takes
+//! the whole batch, writes it with one `write`, syncs once, and releases
+//! every waiter. While it waits for the disk, the executor keeps serving
+//! other connections, which fill the next batch.
+//!
+//! Nothing is acknowledged that was not written and synced: a failed write
+//! is cut off again (truncate to the last good offset) and every waiter of
+//! the batch gets the error.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+use super::envelope::StoredEnvelope;
+use super::id::{IdGenerator, QueueId};
+use super::record::{self, Kind};
+use super::walk::segment_path;
+
+/// Whether a 250 waits for `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Sync before acknowledging (the only safe choice).
+    Fsync,
+    /// Never sync: for benchmarks only; a crash loses acknowledged mail.
+    None,
+}
+
+/// Why a record was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// The disk (or a quota or file size limit) is full.
+    NoSpace,
+    /// Any other I/O error.
+    Io,
+}
+
+impl StoreError {
+    fn from_io(e: &io::Error) -> StoreError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => StoreError::NoSpace,
+            _ => StoreError::Io,
+        }
+    }
+}
+
+/// Settings of one core's writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// `spool/core-<k>`.
+    pub dir: PathBuf,
+    /// The core number (goes into queue ids).
+    pub core: u8,
+    /// Roll to a new segment once the current one reaches this size.
+    pub segment_size: u64,
+    /// Sync or not.
+    pub durability: Durability,
+}
+
+/// Counters for the group-commit report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Batches written.
+    pub batches: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Commit records written (messages).
+    pub commits: u64,
+    /// Octets written.
+    pub bytes: u64,
+    /// Batches that failed.
+    pub failures: u64,
+}
+
+/// One waiting appender.
+#[derive(Default)]
+struct Waiter {
+    result: Cell<Option<Result<(), StoreError>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Waiter {
+    fn complete(&self, r: Result<(), StoreError>) {
+        self.result.set(Some(r));
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Records waiting to be written together.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    waiters: Vec<Rc<Waiter>>,
+    commits: u64,
+    /// Some record in it needs a sync before its waiter may go on.
+    sync: bool,
+}
+
+/// The writer of one core. Shared by `Rc` between the writer task and the
+/// connection tasks of the same executor.
+pub struct SpoolWriter {
+    config: WriterConfig,
+    batch: RefCell<Batch>,
+    wake_writer: RefCell<Option<Waker>>,
+    ids: RefCell<IdGenerator>,
+    closing: Cell<bool>,
+    stats: Cell<WriterStats>,
+}
+
+impl SpoolWriter {
+    /// A writer whose ids start above `last_id`.
+    pub fn new(config: WriterConfig, last_id: Option<QueueId>) -> Rc<SpoolWriter> {
+        Rc::new(SpoolWriter {
+            ids: RefCell::new(IdGenerator::new(config.core, last_id)),
+            config,
+            batch: RefCell::default(),
+            wake_writer: RefCell::default(),
+            closing: Cell::new(false),
+            stats: Cell::default(),
+        })
+    }
+
+    /// A fresh queue id.
+    pub fn next_id(&self) -> QueueId {
+        self.ids.borrow_mut().next()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.get()
+    }
+
+    /// Asks the writer task to finish the batch in hand, sync and stop.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.wake_writer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Queues one record; the future resolves once it is written (and,
+    /// with `durable`, synced per the configured durability).
+    fn append(&self, kind: Kind, parts: &[&[u8]], durable: bool) -> Appended {
+        let waiter = Rc::new(Waiter::default());
+        if self.closing.get() {
+            waiter.complete(Err(StoreError::Io));
+            return Appended(waiter);
+        }
+        {
+            let mut b = self.batch.borrow_mut();
+            record::encode(&mut b.buf, kind, parts);
+            b.waiters.push(waiter.clone());
+            b.sync |= durable;
+            b.commits += u64::from(kind == Kind::Commit);
+        }
+        self.wake();
+        Appended(waiter)
+    }
+
+    /// Starts a message: streams chunks, then commits.
+    pub fn message(self: &Rc<Self>, id: QueueId) -> MessageWriter {
+        MessageWriter {
+            writer: self.clone(),
+            id,
+            chunks: 0,
+            size: 0,
+            crc: 0,
+        }
+    }
+
+    /// The writer task: runs until [`SpoolWriter::close`], writing batches
+    /// into segments numbered from `first_segment`.
+    pub async fn run(self: Rc<Self>, first_segment: u64) -> io::Result<()> {
+        let mut seg = Segment::create(&self.config.dir, first_segment).await?;
+        loop {
+            self.work_ready().await;
+            let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
+            if batch.waiters.is_empty() {
+                if self.closing.get() {
+                    break;
+                }
+                continue;
+            }
+            if seg.len >= self.config.segment_size {
+                seg = seg.roll(&self.config).await?;
+            }
+            let bytes = batch.buf.len() as u64;
+            let result = self.write_batch(&mut seg, &mut batch).await;
+            let mut stats = self.stats.get();
+            stats.batches += 1;
+            match result {
+                Ok(synced) => {
+                    stats.syncs += u64::from(synced);
+                    stats.commits += batch.commits;
+                    stats.bytes += bytes;
+                }
+                Err(_) => stats.failures += 1,
+            }
+            self.stats.set(stats);
+            for w in &batch.waiters {
+                w.complete(result.map(|_| ()));
+            }
+        }
+        if self.config.durability == Durability::Fsync {
+            seg.file.fdatasync().await?;
+        }
+        seg.file.close().await?;
+        Ok(())
+    }
+
+    /// Waits until there is a batch to write or the writer should stop.
+    fn work_ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if !self.batch.borrow().waiters.is_empty() || self.closing.get() {
+                Poll::Ready(())
+            } else {
+                *self.wake_writer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Writes (and maybe syncs) one batch. On failure the segment is cut
+    /// back so no partial record stays behind the last good one.
+    async fn write_batch(&self, seg: &mut Segment, batch: &mut Batch) -> Result<bool, StoreError> {
+        let start = seg.len;
+        if let Err(e) = seg.write_all(std::mem::take(&mut batch.buf)).await {
+            let kind = StoreError::from_io(&e);
+            eprintln!(
+                "sluice: spool write to {} failed: {e}; {} message(s) refused",
+                seg.path.display(),
+                batch.commits
+            );
+            if let Err(t) = seg.file.truncate(start).await {
+                eprintln!("sluice: could not cut back {}: {t}", seg.path.display());
+            }
+            seg.len = start;
+            return Err(kind);
+        }
+        if batch.sync && self.config.durability == Durability::Fsync {
+            if let Err(e) = seg.file.fdatasync().await {
+                eprintln!("sluice: fdatasync of {} failed: {e}", seg.path.display());
+                return Err(StoreError::from_io(&e.into()));
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The segment being appended to.
+struct Segment {
+    number: u64,
+    path: PathBuf,
+    file: BufferedFile,
+    len: u64,
+}
+
+impl Segment {
+    /// Creates segment `number` and makes its directory entry durable.
+    async fn create(dir: &Path, number: u64) -> io::Result<Segment> {
+        let path = segment_path(dir, number);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await?;
+        let d = Directory::open(dir).await?;
+        d.sync().await?;
+        d.close().await?;
+        Ok(Segment {
+            number,
+            path,
+            file,
+            len: 0,
+        })
+    }
+
+    /// Syncs and closes this segment, then starts the next one.
+    async fn roll(self, config: &WriterConfig) -> io::Result<Segment> {
+        if config.durability == Durability::Fsync {
+            self.file.fdatasync().await?;
+        }
+        self.file.close().await?;
+        Segment::create(&config.dir, self.number + 1).await
+    }
+
+    /// Appends `buf`. The buffer is handed to the kernel, so a short write
+    /// (on a regular file that means no space or a file size limit) cannot
+    /// be resumed and is reported as an error; the caller cuts it back.
+    async fn write_all(&mut self, buf: Vec<u8>) -> io::Result<()> {
+        let len = buf.len();
+        let n = self.file.write_at(buf, self.len).await?;
+        if n < len {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.len += n as u64;
+        Ok(())
+    }
+}
+
+/// Resolves when an appended record is written (and synced if asked).
+pub struct Appended(Rc<Waiter>);
+
+impl Future for Appended {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.0.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Writes one message: any number of chunks, then the commit.
+pub struct MessageWriter {
+    writer: Rc<SpoolWriter>,
+    id: QueueId,
+    chunks: u32,
+    size: u64,
+    crc: u32,
+}
+
+impl MessageWriter {
+    /// The message's queue id.
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Octets handed over so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Streams `data` as a chunk record and waits until it is written.
+    pub async fn chunk(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.size += data.len() as u64;
+        self.chunks += 1;
+        let id = self.id.0.to_le_bytes();
+        self.writer.append(Kind::Chunk, &[&id, data], false).await
+    }
+
+    /// Writes the commit record with the last octets and waits until it is
+    /// durable. `envelope`'s id, size, checksum and chunk count are filled
+    /// in here.
+    pub async fn commit(mut self, mut envelope: StoredEnvelope, tail: &[u8]) -> Result<QueueId, StoreError> {
+        self.crc = crc32c::crc32c_append(self.crc, tail);
+        envelope.id = self.id;
+        envelope.size = self.size + tail.len() as u64;
+        envelope.body_crc = self.crc;
+        envelope.chunks = self.chunks;
+        let mut head = Vec::with_capacity(128);
+        envelope.encode(&mut head);
+        self.writer.append(Kind::Commit, &[&head, tail], true).await?;
+        Ok(self.id)
+    }
+}
