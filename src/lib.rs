@@ -4,7 +4,18 @@
 //!
 //! - [`scan`]: finds line ends and the end of DATA with SIMD (memchr),
 //!   unstuffs dots in place, notes bare CR/LF and long lines.
+//! - [`smtp`]: the protocol without I/O: commands, paths, replies, the
+//!   session state machine, the `Received:` header.
+//! - [`spool`]: per-core append-only segments with group commit, their
+//!   record format, recovery and readers.
+//! - [`server`]: one pinned glommio executor per core, listeners,
+//!   connections, shutdown.
+//! - [`config`]: flags and TOML file → one validated [`config::Config`].
+//! - [`tools`]: `sluice spool verify|ls|cat|export`.
 
+pub mod config;
 pub mod scan;
+pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod tools;

@@ -1,1 +1,52 @@
-fn main() {}
+//! The `sluice` binary: parses the command line and hands over to the
+//! library (`serve` to the server, `spool` to the tools). Nothing else.
+
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+use sluice::config::ServeArgs;
+use sluice::tools::SpoolCommand;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// sluice: a thread-per-core SMTP ingest engine. It accepts mail over SMTP
+/// and makes every message durable in its spool before it answers 250.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// More log output (-v: one line per stored message).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (errors and warnings only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the SMTP server (defaults: 127.0.0.1:2525, spool ./spool, all cores).
+    Serve(ServeArgs),
+    /// Inspect a spool without a running server.
+    #[command(subcommand)]
+    Spool(SpoolCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = if cli.quiet { -1 } else { cli.verbose.min(3) as i8 };
+    let result = match cli.command {
+        Command::Serve(args) => args.resolve().and_then(|config| sluice::server::serve(config, verbosity)).map(|()| true),
+        Command::Spool(cmd) => sluice::tools::run(cmd),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sluice: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

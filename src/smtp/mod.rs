@@ -11,6 +11,7 @@ pub mod received;
 pub mod reply;
 pub mod session;
 
+
 pub use session::{Action, BareNewlinePolicy, Envelope, Session, SessionConfig, StoreFailure, Verdict};
 
 #[cfg(test)]

@@ -187,8 +187,22 @@ impl SpoolWriter {
     }
 
     /// The writer task: runs until [`SpoolWriter::close`], writing batches
-    /// into segments numbered from `first_segment`.
+    /// into segments numbered from `first_segment`. If it fails (it cannot
+    /// create a segment), every waiting and later append gets an error
+    /// instead of hanging.
     pub async fn run(self: Rc<Self>, first_segment: u64) -> io::Result<()> {
+        let result = self.clone().write_loop(first_segment).await;
+        if result.is_err() {
+            self.closing.set(true);
+            let batch = std::mem::take(&mut *self.batch.borrow_mut());
+            for w in batch.waiters {
+                w.complete(Err(StoreError::Io));
+            }
+        }
+        result
+    }
+
+    async fn write_loop(self: Rc<Self>, first_segment: u64) -> io::Result<()> {
         let mut seg = Segment::create(&self.config.dir, first_segment).await?;
         loop {
             self.work_ready().await;

@@ -1,0 +1,122 @@
+//! The server: recovery, one pinned glommio executor per core, signals.
+//!
+//! Why it exists: it turns a validated [`Config`] into running shards and
+//! reports clearly at start-up whether they came up: recovery results per
+//! core, the addresses bound, and any reason a core could not start.
+//!
+//! - [`shard`]: one core's listeners, writer, buffer pool, accept loop.
+//! - [`connection`]: one client connection.
+//! - [`shutdown`]: SIGTERM/SIGINT to every core.
+
+pub mod connection;
+pub mod shard;
+pub mod shutdown;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::{mpsc, Arc};
+
+use anyhow::{bail, Context, Result};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::spool::recover::recover_core;
+use crate::spool::walk::core_dir;
+use crate::spool::Durability;
+
+/// Memory io_uring may lock per executor (glommio's registered buffers).
+const IO_MEMORY: usize = 512 << 10;
+
+/// Runs the server until SIGTERM/SIGINT; returns once every core stopped.
+pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
+    if config.durability == Durability::None {
+        eprintln!(
+            "sluice: WARNING: --durability none: messages are acknowledged without fsync; \
+             a crash or power loss loses acknowledged mail. Use this for benchmarks only."
+        );
+    }
+    std::fs::create_dir_all(&config.spool)
+        .with_context(|| format!("cannot create the spool directory {}", config.spool.display()))?;
+    // glommio opens directories by absolute path only.
+    config.spool = config
+        .spool
+        .canonicalize()
+        .with_context(|| format!("cannot resolve the spool directory {}", config.spool.display()))?;
+    config.listen = resolve_ephemeral_ports(&config.listen)?;
+    let flag = shutdown::install_signal_flag().context("cannot install signal handlers")?;
+    // SAFETY: ignoring SIGXFSZ makes writes past a file size limit fail
+    // with EFBIG (answered 452) instead of killing the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+
+    let config = Arc::new(config);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (core, &cpu) in config.cpus.iter().enumerate() {
+        let dir = core_dir(&config.spool, core);
+        let recovery = recover_core(&dir).with_context(|| format!("cannot recover the spool in {}", dir.display()))?;
+        if verbosity >= 0 {
+            eprintln!(
+                "sluice: core {core} (cpu {cpu}): recovered {} messages ({} bytes), dropped {} bytes of unacknowledged tail",
+                recovery.messages, recovery.bytes, recovery.dropped_bytes
+            );
+        }
+        for p in &recovery.problems {
+            eprintln!("sluice: core {core}: WARNING: damaged spool record left in place: {p} (see `sluice spool verify`)");
+        }
+        let (cfg, flag, tx) = (config.clone(), flag.clone(), ready_tx.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("sluice-core-{core}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || shard::run(core, cfg, recovery, flag, verbosity, tx))
+            .map_err(std::io::Error::from)
+            .with_context(|| {
+                format!("cannot start the executor for core {core} on cpu {cpu} (is io_uring allowed, and RLIMIT_MEMLOCK at least 1 MiB? see tuning/)")
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                bail!("{why}");
+            }
+            Err(_) => bail!("a core stopped during start-up"),
+        }
+    }
+    if verbosity >= 0 {
+        let addrs: Vec<String> = config.listen.iter().map(|a| a.to_string()).collect();
+        eprintln!(
+            "sluice: ready: listening on {} with {} core(s), spool {}",
+            addrs.join(", "),
+            config.cpus.len(),
+            config.spool.display()
+        );
+    }
+    for h in handles {
+        if h.join().is_err() {
+            bail!("a core's executor panicked");
+        }
+    }
+    if verbosity >= 0 {
+        eprintln!("sluice: stopped");
+    }
+    Ok(())
+}
+
+/// Port 0 means "any free port"; every core must bind the same one, so
+/// pick it once here.
+fn resolve_ephemeral_ports(listen: &[SocketAddr]) -> Result<Vec<SocketAddr>> {
+    listen
+        .iter()
+        .map(|&addr| {
+            if addr.port() != 0 {
+                return Ok(addr);
+            }
+            let probe = StdListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            Ok(probe.local_addr()?)
+        })
+        .collect()
+}

@@ -1,0 +1,232 @@
+//! One core's share of the server: its listeners, its spool writer, its
+//! buffer pool and its connections.
+//!
+//! Why it exists: sluice is shared-nothing. Each pinned executor binds its
+//! own SO_REUSEPORT listener on every address (the kernel spreads
+//! connections between them), owns the connections it accepts, and writes
+//! them to its own spool directory. Everything here is `Rc`/`Cell`: no
+//! locks, no atomics, because nothing leaves the core.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use futures_lite::future;
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::connection;
+use super::shutdown::Shutdown;
+use crate::config::Config;
+use crate::smtp::{reply, SessionConfig};
+use crate::spool::recover::Recovery;
+use crate::spool::walk::core_dir;
+use crate::spool::{SpoolWriter, WriterConfig};
+
+/// Reads from a socket go into buffers this big.
+pub const READ_CHUNK: usize = 64 << 10;
+
+/// Preallocated message buffers, reused across messages and connections.
+pub struct ArenaPool {
+    size: usize,
+    free: RefCell<Vec<Box<[u8]>>>,
+    keep: usize,
+}
+
+impl ArenaPool {
+    fn new(size: usize, keep: usize) -> ArenaPool {
+        ArenaPool {
+            size,
+            free: RefCell::new((0..keep.min(4)).map(|_| vec![0u8; size].into_boxed_slice()).collect()),
+            keep,
+        }
+    }
+
+    /// A buffer, from the pool if one is free.
+    pub fn take(&self) -> Box<[u8]> {
+        self.free
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.size].into_boxed_slice())
+    }
+
+    /// Returns a buffer; beyond `keep` free buffers it is released.
+    pub fn give(&self, arena: Box<[u8]>) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < self.keep {
+            free.push(arena);
+        }
+    }
+}
+
+/// Per-core counters, read by the log at shutdown.
+#[derive(Default)]
+pub struct ShardStats {
+    /// Connections accepted.
+    pub accepted: Cell<u64>,
+    /// Connections refused for being over the limit.
+    pub refused: Cell<u64>,
+    /// Messages stored.
+    pub messages: Cell<u64>,
+    /// Stored octets.
+    pub bytes: Cell<u64>,
+}
+
+/// Everything one core's connections share.
+pub struct Shard {
+    /// The core's index (0..cores), naming its spool directory.
+    pub core: usize,
+    /// The server's configuration (read-only).
+    pub config: Arc<Config>,
+    /// What sessions need of it.
+    pub session: Rc<SessionConfig>,
+    /// This core's spool writer.
+    pub writer: Rc<SpoolWriter>,
+    /// Message buffers.
+    pub pool: ArenaPool,
+    /// Open connections.
+    pub open: Cell<usize>,
+    /// Shutdown state.
+    pub shutdown: Rc<Shutdown>,
+    /// -1 quiet, 0 normal, 1+ verbose.
+    pub verbosity: i8,
+    /// Counters.
+    pub stats: ShardStats,
+}
+
+/// Runs one core until shutdown. `ready` gets `Ok` once every listener is
+/// bound, or the reason it could not be.
+pub async fn run(
+    core: usize,
+    config: Arc<Config>,
+    recovery: Recovery,
+    flag: Arc<AtomicBool>,
+    verbosity: i8,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        match TcpListener::bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on {addr}: {e}")));
+                return;
+            }
+        }
+    }
+    let writer = SpoolWriter::new(
+        WriterConfig {
+            dir: core_dir(&config.spool, core),
+            core: core as u8,
+            segment_size: config.segment_size,
+            durability: config.durability,
+        },
+        recovery.last_id,
+    );
+    let writer_task = glommio::spawn_local({
+        let w = writer.clone();
+        async move {
+            let r = w.run(recovery.next_segment).await;
+            if let Err(e) = &r {
+                eprintln!("sluice: core {core}: spool writer stopped: {e}; new mail gets 451");
+            }
+            r
+        }
+    });
+    let shard = Rc::new(Shard {
+        core,
+        session: Rc::new(SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.max_message_size,
+            max_recipients: config.max_recipients,
+            accept_domains: config.accept_domains.clone(),
+            max_line_length: config.max_line_length,
+            bare_newlines: config.bare_newlines,
+        }),
+        writer,
+        pool: ArenaPool::new(config.message_memory + 2 * READ_CHUNK, 64),
+        open: Cell::new(0),
+        shutdown: Rc::new(Shutdown::default()),
+        verbosity,
+        stats: ShardStats::default(),
+        config,
+    });
+    glommio::spawn_local(shard.shutdown.clone().watch(flag)).detach();
+    let _ = ready.send(Ok(()));
+
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| glommio::spawn_local(accept_loop(shard.clone(), l)))
+        .collect();
+    for task in accepting {
+        task.await;
+    }
+
+    // Shutdown: let transactions in flight finish, within the grace period.
+    let deadline = Instant::now() + shard.config.shutdown_grace;
+    while shard.open.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if shard.open.get() > 0 {
+        eprintln!(
+            "sluice: core {core}: grace period over, closing {} connection(s)",
+            shard.open.get()
+        );
+    }
+    shard.writer.close();
+    let _ = writer_task.await;
+    if verbosity >= 0 {
+        eprintln!(
+            "sluice: core {core} stopped: {} connections, {} messages, {} bytes",
+            shard.stats.accepted.get(),
+            shard.stats.messages.get(),
+            shard.stats.bytes.get()
+        );
+    }
+}
+
+/// Accepts connections until shutdown.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: say so, back off briefly, go on.
+                eprintln!("sluice: core {}: accept failed: {e}", shard.core);
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if shard.open.get() >= shard.config.max_connections {
+            shard.stats.refused.set(shard.stats.refused.get() + 1);
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        shard.stats.accepted.set(shard.stats.accepted.get() + 1);
+        shard.open.set(shard.open.get() + 1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            connection::serve(s.clone(), stream, peer).await;
+            s.open.set(s.open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Over the connection limit: 421 and close.
+async fn refuse(mut stream: TcpStream) {
+    let mut out = Vec::new();
+    reply::TOO_MANY_CONNECTIONS.write(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
