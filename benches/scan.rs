@@ -13,7 +13,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -37,7 +40,8 @@ fn corpus(size: usize, width: usize, dot_pct: u64, alphabet: &[u8]) -> Vec<u8> {
     out
 }
 
-const TEXT: &[u8] = b"the quick brown fox jumps over a lazy dog THE QUICK BROWN FOX 0123456789 ,;:!?'";
+const TEXT: &[u8] =
+    b"the quick brown fox jumps over a lazy dog THE QUICK BROWN FOX 0123456789 ,;:!?'";
 const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 fn corpora() -> Vec<(&'static str, Vec<u8>)> {

@@ -183,7 +183,11 @@ impl ServeArgs {
     fn over(self, file: ServeArgs) -> ServeArgs {
         ServeArgs {
             config: self.config,
-            listen: if self.listen.is_empty() { file.listen } else { self.listen },
+            listen: if self.listen.is_empty() {
+                file.listen
+            } else {
+                self.listen
+            },
             spool: self.spool.or(file.spool),
             hostname: self.hostname.or(file.hostname),
             cores: self.cores.or(file.cores),
@@ -215,9 +219,9 @@ impl ServeArgs {
         };
         let mut listen = Vec::new();
         for l in &listen_text {
-            let addr: SocketAddr = l
-                .parse()
-                .with_context(|| format!("--listen {l:?}: expected IP:PORT, like 127.0.0.1:2525 or [::1]:2525"))?;
+            let addr: SocketAddr = l.parse().with_context(|| {
+                format!("--listen {l:?}: expected IP:PORT, like 127.0.0.1:2525 or [::1]:2525")
+            })?;
             listen.push(addr);
         }
         let mut accept_domains = Vec::new();
@@ -235,26 +239,51 @@ impl ServeArgs {
                 );
             }
         }
-        let max_message_size = size_arg("--max-message-size", self.max_message_size, DEFAULT_MAX_MESSAGE_SIZE)?;
+        let max_message_size = size_arg(
+            "--max-message-size",
+            self.max_message_size,
+            DEFAULT_MAX_MESSAGE_SIZE,
+        )?;
         let segment_size = size_arg("--segment-size", self.segment_size, DEFAULT_SEGMENT_SIZE)?;
-        let message_memory = size_arg("--message-memory", self.message_memory, DEFAULT_MESSAGE_MEMORY as u64)?;
+        let message_memory = size_arg(
+            "--message-memory",
+            self.message_memory,
+            DEFAULT_MESSAGE_MEMORY as u64,
+        )?;
         if !(4096..=64 << 20).contains(&message_memory) {
             bail!("--message-memory must be between 4K and 64M, got {message_memory}");
         }
         if segment_size < 64 << 10 {
             bail!("--segment-size must be at least 64K, got {segment_size}");
         }
-        let max_recipients = positive("--max-recipients", self.max_recipients, DEFAULT_MAX_RECIPIENTS)?;
-        let max_connections = positive("--max-connections", self.max_connections, DEFAULT_MAX_CONNECTIONS)?;
+        let max_recipients = positive(
+            "--max-recipients",
+            self.max_recipients,
+            DEFAULT_MAX_RECIPIENTS,
+        )?;
+        let max_connections = positive(
+            "--max-connections",
+            self.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        )?;
         let max_line_length = self.max_line_length.unwrap_or(DEFAULT_MAX_LINE_LENGTH);
         if max_line_length < 3 {
             bail!("--max-line-length must be at least 3 octets (a CRLF and one character)");
         }
-        let idle = positive("--idle-timeout", self.idle_timeout.map(|s| s as usize), DEFAULT_IDLE_TIMEOUT as usize)?;
-        let data = positive("--data-timeout", self.data_timeout.map(|s| s as usize), DEFAULT_DATA_TIMEOUT as usize)?;
+        let idle = positive(
+            "--idle-timeout",
+            self.idle_timeout.map(|s| s as usize),
+            DEFAULT_IDLE_TIMEOUT as usize,
+        )?;
+        let data = positive(
+            "--data-timeout",
+            self.data_timeout.map(|s| s as usize),
+            DEFAULT_DATA_TIMEOUT as usize,
+        )?;
         let hostname = match self.hostname {
             Some(h) => {
-                crate::smtp::path::check_domain(&h).map_err(|e| anyhow::anyhow!("--hostname {h:?}: {e}"))?;
+                crate::smtp::path::check_domain(&h)
+                    .map_err(|e| anyhow::anyhow!("--hostname {h:?}: {e}"))?;
                 h
             }
             None => machine_hostname(),
@@ -275,14 +304,18 @@ impl ServeArgs {
             bare_newlines: self.bare_newlines.unwrap_or_default(),
             segment_size,
             message_memory: message_memory as usize,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE)),
+            shutdown_grace: Duration::from_secs(
+                self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            ),
         })
     }
 }
 
 fn read_file(path: &Path) -> Result<ServeArgs> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("--config {}: cannot read", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("--config {}: not a valid sluice config", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("--config {}: not a valid sluice config", path.display()))
 }
 
 fn positive(flag: &str, v: Option<usize>, default: usize) -> Result<usize> {
@@ -305,7 +338,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let n: u64 = num.parse().map_err(|_| "expected a number of octets like 35M".to_string())?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number of octets like 35M".to_string())?;
     let shift = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,
@@ -313,7 +348,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 30,
         other => return Err(format!("unknown unit {other:?}; use K, M or G")),
     };
-    let v = n.checked_shl(shift).filter(|v| v >> shift == n).ok_or("too large")?;
+    let v = n
+        .checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or("too large")?;
     if v == 0 {
         return Err("must be more than zero".into());
     }
@@ -328,7 +366,10 @@ pub fn parse_cores(spec: Option<&str>, online: &[usize]) -> Result<Vec<usize>> {
     let bad = |why: String| anyhow::anyhow!("--cores {spec:?}: {why}");
     if let Ok(n) = spec.parse::<usize>() {
         if n == 0 || n > online.len() {
-            return Err(bad(format!("asks for {n} cores but {} are online", online.len())));
+            return Err(bad(format!(
+                "asks for {n} cores but {} are online",
+                online.len()
+            )));
         }
         return Ok(online[..n].to_vec());
     }
@@ -340,7 +381,11 @@ pub fn parse_cores(spec: Option<&str>, online: &[usize]) -> Result<Vec<usize>> {
         };
         let (a, b): (usize, usize) = match (a.trim().parse(), b.trim().parse()) {
             (Ok(a), Ok(b)) if a <= b => (a, b),
-            _ => return Err(bad(format!("{part:?} is not a CPU number or range like 2-3"))),
+            _ => {
+                return Err(bad(format!(
+                    "{part:?} is not a CPU number or range like 2-3"
+                )))
+            }
         };
         for cpu in a..=b {
             if !online.contains(&cpu) {
@@ -361,9 +406,13 @@ pub fn parse_cores(spec: Option<&str>, online: &[usize]) -> Result<Vec<usize>> {
 fn online_cpus() -> Result<Vec<usize>> {
     // SAFETY: sched_getaffinity writes into the zeroed set we own.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
-        bail!("cannot read the CPU affinity: {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot read the CPU affinity: {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok((0..libc::CPU_SETSIZE as usize)
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
@@ -427,14 +476,21 @@ mod tests {
             accept_domain: vec!["example.com".into()],
             ..args
         };
-        assert_eq!(ok.resolve().unwrap().accept_domains, Some(vec!["example.com".into()]));
+        assert_eq!(
+            ok.resolve().unwrap().accept_domains,
+            Some(vec!["example.com".into()])
+        );
     }
 
     #[test]
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
-        std::fs::write(&file, "max-recipients = 7\nmax-message-size = \"1M\"\nlisten = [\"127.0.0.1:2600\"]\n").unwrap();
+        std::fs::write(
+            &file,
+            "max-recipients = 7\nmax-message-size = \"1M\"\nlisten = [\"127.0.0.1:2600\"]\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             config: Some(file.clone()),
             max_recipients: Some(9),
@@ -445,7 +501,15 @@ mod tests {
         assert_eq!(c.max_message_size, 1 << 20);
         assert_eq!(c.listen, vec!["127.0.0.1:2600".parse().unwrap()]);
         std::fs::write(&file, "max-recipents = 7\n").unwrap();
-        let err = format!("{:#}", ServeArgs { config: Some(file), ..Default::default() }.resolve().unwrap_err());
+        let err = format!(
+            "{:#}",
+            ServeArgs {
+                config: Some(file),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+        );
         assert!(err.contains("max-recipents"), "{err}");
     }
 }

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the SMTP server (defaults: 127.0.0.1:2525, spool ./spool, all cores).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inspect a spool without a running server.
     #[command(subcommand)]
     Spool(SpoolCommand),
@@ -36,9 +36,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbosity = if cli.quiet { -1 } else { cli.verbose.min(3) as i8 };
+    let verbosity = if cli.quiet {
+        -1
+    } else {
+        cli.verbose.min(3) as i8
+    };
     let result = match cli.command {
-        Command::Serve(args) => args.resolve().and_then(|config| sluice::server::serve(config, verbosity)).map(|()| true),
+        Command::Serve(args) => (*args)
+            .resolve()
+            .and_then(|config| sluice::server::serve(config, verbosity))
+            .map(|()| true),
         Command::Spool(cmd) => sluice::tools::run(cmd),
     };
     match result {

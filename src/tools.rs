@@ -70,8 +70,20 @@ pub fn run(cmd: SpoolCommand) -> Result<bool> {
             let mut out = io::stdout().lock();
             each_message(&spool, |_, m, _| {
                 let e = &m.envelope;
-                let from = if e.mail_from.is_empty() { "<>" } else { &e.mail_from };
-                writeln!(out, "{} {} {} {} {}", e.id, rfc3339(e.received_at_micros), from, e.rcpt_to.len(), e.size)?;
+                let from = if e.mail_from.is_empty() {
+                    "<>"
+                } else {
+                    &e.mail_from
+                };
+                writeln!(
+                    out,
+                    "{} {} {} {} {}",
+                    e.id,
+                    rfc3339(e.received_at_micros),
+                    from,
+                    e.rcpt_to.len(),
+                    e.size
+                )?;
                 Ok(())
             })?;
             Ok(true)
@@ -97,8 +109,12 @@ pub fn run(cmd: SpoolCommand) -> Result<bool> {
 }
 
 /// Calls `f(core_dir, message, core)` for every committed message.
-fn each_message(spool: &Path, mut f: impl FnMut(&Path, &Found, usize) -> io::Result<()>) -> Result<()> {
-    let cores = list_cores(spool).with_context(|| format!("cannot read the spool {}", spool.display()))?;
+fn each_message(
+    spool: &Path,
+    mut f: impl FnMut(&Path, &Found, usize) -> io::Result<()>,
+) -> Result<()> {
+    let cores =
+        list_cores(spool).with_context(|| format!("cannot read the spool {}", spool.display()))?;
     for (core, dir) in cores {
         walk_core(&dir, |event| match event {
             Event::Message(m) => f(&dir, &m, core),
@@ -110,7 +126,8 @@ fn each_message(spool: &Path, mut f: impl FnMut(&Path, &Found, usize) -> io::Res
 }
 
 fn verify(spool: &Path) -> Result<bool> {
-    let cores = list_cores(spool).with_context(|| format!("cannot read the spool {}", spool.display()))?;
+    let cores =
+        list_cores(spool).with_context(|| format!("cannot read the spool {}", spool.display()))?;
     let (mut messages, mut problems) = (0u64, 0u64);
     for (core, dir) in cores {
         walk_core(&dir, |event| {
@@ -119,10 +136,17 @@ fn verify(spool: &Path) -> Result<bool> {
                     messages += 1;
                     if let Err(why) = check_message(&m, &read_message(&dir, &m)?) {
                         problems += 1;
-                        println!("core-{core} segment {} offset {}: {why}", m.segment, m.offset);
+                        println!(
+                            "core-{core} segment {} offset {}: {why}",
+                            m.segment, m.offset
+                        );
                     }
                 }
-                Event::Problem { segment, offset, what } => {
+                Event::Problem {
+                    segment,
+                    offset,
+                    what,
+                } => {
                     problems += 1;
                     println!("core-{core} segment {segment} offset {offset}: {what}");
                 }
@@ -140,7 +164,9 @@ fn export(spool: &Path, format: Format, out: Option<PathBuf>) -> Result<bool> {
         let Some(dir) = out else {
             bail!("--format maildir needs --out DIR");
         };
-        each_message(spool, |d, m, _| write_maildir(&dir, m, &read_message(d, m)?))?;
+        each_message(spool, |d, m, _| {
+            write_maildir(&dir, m, &read_message(d, m)?)
+        })?;
         return Ok(true);
     }
     let mut sink: Box<dyn Write> = match &out {

@@ -71,4 +71,3 @@ pub fn scan(input: &[u8], max_line: usize) -> Reference {
         end: None,
     }
 }
-

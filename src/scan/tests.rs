@@ -157,7 +157,10 @@ fn smuggling_shapes_do_not_end_the_body() {
         let mut s = DataScanner::new(1000);
         let p = s.scan(&mut buf, 0, 0);
         assert!(!p.done, "{input:?} ended the body");
-        assert!(s.flags().bare_lf || s.flags().bare_cr, "{input:?} not flagged");
+        assert!(
+            s.flags().bare_lf || s.flags().bare_cr,
+            "{input:?} not flagged"
+        );
     }
 }
 

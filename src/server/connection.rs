@@ -168,7 +168,8 @@ impl Connection {
                 } => {
                     let text = self.start..self.start + len;
                     self.start += consumed;
-                    self.session.command(&self.input[text], bare_lf, &mut self.out)
+                    self.session
+                        .command(&self.input[text], bare_lf, &mut self.out)
                 }
                 Line::TooLong { consumed } => {
                     self.start += consumed;
@@ -189,7 +190,11 @@ impl Connection {
                     self.flush().await?;
                     self.receive_data().await?;
                 }
-                Action::ReceiveChunk { size, last, discard } => {
+                Action::ReceiveChunk {
+                    size,
+                    last,
+                    discard,
+                } => {
                     self.receive_chunk(size, last, discard).await?;
                 }
             }
@@ -305,11 +310,10 @@ impl Connection {
                 break;
             }
             if m.arena.len() - filled < READ_CHUNK {
-                self.spill(&mut m).await;
                 // Only the (at most two octet) gap between body and input
-                // must survive; its contents do not matter.
+                // must survive the slide; its contents do not matter.
                 let gap = pos - m.out;
-                m.out = 0;
+                self.spill(&mut m).await;
                 pos = gap;
                 filled = gap;
             }
@@ -377,7 +381,13 @@ impl Connection {
             self.start = 0;
             let want = (left as usize).min(READ_CHUNK);
             self.input.resize(want, 0);
-            let r = read_with(&mut self.stream, &mut self.input[..], self.shard.config.data_timeout, None).await;
+            let r = read_with(
+                &mut self.stream,
+                &mut self.input[..],
+                self.shard.config.data_timeout,
+                None,
+            )
+            .await;
             match r {
                 Ok(Read::Bytes(n)) => self.input.truncate(n),
                 other => {
@@ -441,7 +451,11 @@ impl Connection {
             chunks: 0,
             peer: self.peer.to_string(),
             helo: self.session.helo().unwrap_or("").to_string(),
-            mail_from: env.mail_from.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            mail_from: env
+                .mail_from
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
             rcpt_to: env.rcpt_to.iter().map(|r| r.to_string()).collect(),
         };
         let total = m.msg.size() + m.out as u64;
@@ -485,7 +499,9 @@ async fn read_with(
         match stream.read(buf).await {
             Ok(0) => Ok(Read::Eof),
             Ok(n) => Ok(Read::Bytes(n)),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
+            {
                 Ok(Read::Timeout)
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Read::Eof),

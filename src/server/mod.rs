@@ -34,13 +34,19 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
              a crash or power loss loses acknowledged mail. Use this for benchmarks only."
         );
     }
-    std::fs::create_dir_all(&config.spool)
-        .with_context(|| format!("cannot create the spool directory {}", config.spool.display()))?;
+    std::fs::create_dir_all(&config.spool).with_context(|| {
+        format!(
+            "cannot create the spool directory {}",
+            config.spool.display()
+        )
+    })?;
     // glommio opens directories by absolute path only.
-    config.spool = config
-        .spool
-        .canonicalize()
-        .with_context(|| format!("cannot resolve the spool directory {}", config.spool.display()))?;
+    config.spool = config.spool.canonicalize().with_context(|| {
+        format!(
+            "cannot resolve the spool directory {}",
+            config.spool.display()
+        )
+    })?;
     config.listen = resolve_ephemeral_ports(&config.listen)?;
     let flag = shutdown::install_signal_flag().context("cannot install signal handlers")?;
     // SAFETY: ignoring SIGXFSZ makes writes past a file size limit fail
@@ -54,7 +60,8 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
     let mut handles = Vec::new();
     for (core, &cpu) in config.cpus.iter().enumerate() {
         let dir = core_dir(&config.spool, core);
-        let recovery = recover_core(&dir).with_context(|| format!("cannot recover the spool in {}", dir.display()))?;
+        let recovery = recover_core(&dir)
+            .with_context(|| format!("cannot recover the spool in {}", dir.display()))?;
         if verbosity >= 0 {
             eprintln!(
                 "sluice: core {core} (cpu {cpu}): recovered {} messages ({} bytes), dropped {} bytes of unacknowledged tail",
@@ -115,7 +122,8 @@ fn resolve_ephemeral_ports(listen: &[SocketAddr]) -> Result<Vec<SocketAddr>> {
             if addr.port() != 0 {
                 return Ok(addr);
             }
-            let probe = StdListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let probe =
+                StdListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
             Ok(probe.local_addr()?)
         })
         .collect()

@@ -14,8 +14,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use std::panic::AssertUnwindSafe;
+
 use futures_lite::future;
 use futures_lite::AsyncWriteExt;
+use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::connection;
@@ -40,7 +43,11 @@ impl ArenaPool {
     fn new(size: usize, keep: usize) -> ArenaPool {
         ArenaPool {
             size,
-            free: RefCell::new((0..keep.min(4)).map(|_| vec![0u8; size].into_boxed_slice()).collect()),
+            free: RefCell::new(
+                (0..keep.min(4))
+                    .map(|_| vec![0u8; size].into_boxed_slice())
+                    .collect(),
+            ),
             keep,
         }
     }
@@ -206,7 +213,9 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 continue;
             }
         };
-        let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         if shard.open.get() >= shard.config.max_connections {
             shard.stats.refused.set(shard.stats.refused.get() + 1);
             glommio::spawn_local(refuse(stream)).detach();
@@ -216,7 +225,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         shard.open.set(shard.open.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {
-            connection::serve(s.clone(), stream, peer).await;
+            // A bug must cost one connection, not the core.
+            let served = AssertUnwindSafe(connection::serve(s.clone(), stream, peer))
+                .catch_unwind()
+                .await;
+            if served.is_err() {
+                eprintln!(
+                    "sluice: core {}: BUG: the session with {peer} panicked; connection dropped",
+                    s.core
+                );
+            }
             s.open.set(s.open.get() - 1);
         })
         .detach();

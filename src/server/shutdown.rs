@@ -45,7 +45,12 @@ impl Shutdown {
     /// Begins shutdown and wakes everyone waiting.
     pub fn trigger(&self) {
         self.triggered.set(true);
-        let wakers: Vec<Waker> = self.waiters.borrow_mut().iter_mut().filter_map(Option::take).collect();
+        let wakers: Vec<Waker> = self
+            .waiters
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for w in wakers {
             w.wake();
         }

@@ -174,7 +174,8 @@ fn strip_keyword<'a>(args: &'a str, keyword: &str) -> Option<&'a str> {
 }
 
 fn parse_mail(args: &str) -> Result<Command, ParseError> {
-    let rest = strip_keyword(args, "FROM:").ok_or_else(|| syntax("expected MAIL FROM:<address>"))?;
+    let rest =
+        strip_keyword(args, "FROM:").ok_or_else(|| syntax("expected MAIL FROM:<address>"))?;
     let (path, rest) = parse_path(rest, true)?;
     let mut params = MailParams::default();
     for (key, value) in esmtp_params(rest)? {
@@ -208,13 +209,13 @@ fn parse_rcpt(args: &str) -> Result<Command, ParseError> {
     if let Some((key, _)) = esmtp_params(rest)?.next() {
         return Err(ParseError::UnknownParameter(key.to_string()));
     }
-    Ok(Command::Rcpt(path.expect("null path refused by parse_path")))
+    Ok(Command::Rcpt(
+        path.expect("null path refused by parse_path"),
+    ))
 }
 
 /// `keyword[=value]` pairs separated by spaces after a path.
-fn esmtp_params(
-    rest: &str,
-) -> Result<impl Iterator<Item = (&str, Option<&str>)>, ParseError> {
+fn esmtp_params(rest: &str) -> Result<impl Iterator<Item = (&str, Option<&str>)>, ParseError> {
     if !rest.is_empty() && !rest.starts_with(' ') {
         return Err(syntax("expected a space after the address"));
     }
@@ -228,10 +229,13 @@ fn esmtp_params(
     if let Some(p) = bad {
         return Err(syntax(format!("bad parameter {p:?}")));
     }
-    Ok(rest.split(' ').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
-        Some((k, v)) => (k, Some(v)),
-        None => (p, None),
-    }))
+    Ok(rest
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        }))
 }
 
 fn parse_bdat(args: &str) -> Result<Command, ParseError> {
@@ -268,13 +272,17 @@ mod tests {
             parse(b"mail from:<A@B.example>").unwrap(),
             Command::Mail(Some(mb("A", "B.example")), MailParams::default())
         );
-        assert_eq!(parse(b"rCpT tO:<x@y>").unwrap(), Command::Rcpt(mb("x", "y")));
+        assert_eq!(
+            parse(b"rCpT tO:<x@y>").unwrap(),
+            Command::Rcpt(mb("x", "y"))
+        );
         assert_eq!(parse(b"QuIt").unwrap(), Command::Quit);
     }
 
     #[test]
     fn mail_parameters() {
-        let Command::Mail(None, p) = parse(b"MAIL FROM:<> SIZE=1000 BODY=8BITMIME SMTPUTF8").unwrap()
+        let Command::Mail(None, p) =
+            parse(b"MAIL FROM:<> SIZE=1000 BODY=8BITMIME SMTPUTF8").unwrap()
         else {
             panic!("not a null MAIL");
         };
@@ -342,19 +350,31 @@ mod tests {
         );
         assert_eq!(
             parse(b"bdat 0 last").unwrap(),
-            Command::Bdat { size: 0, last: true }
+            Command::Bdat {
+                size: 0,
+                last: true
+            }
         );
     }
 
     #[test]
     fn refused_commands_are_recognised() {
-        for v in ["EXPN list", "SEND FROM:<a@b>", "SOML FROM:<a@b>", "SAML FROM:<a@b>", "TURN"] {
+        for v in [
+            "EXPN list",
+            "SEND FROM:<a@b>",
+            "SOML FROM:<a@b>",
+            "SAML FROM:<a@b>",
+            "TURN",
+        ] {
             assert_eq!(parse(v.as_bytes()).unwrap(), Command::NotImplemented);
         }
     }
 
     #[test]
     fn space_after_colon_is_tolerated() {
-        assert_eq!(parse(b"RCPT TO: <x@y>").unwrap(), Command::Rcpt(mb("x", "y")));
+        assert_eq!(
+            parse(b"RCPT TO: <x@y>").unwrap(),
+            Command::Rcpt(mb("x", "y"))
+        );
     }
 }

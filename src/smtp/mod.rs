@@ -11,8 +11,9 @@ pub mod received;
 pub mod reply;
 pub mod session;
 
-
-pub use session::{Action, BareNewlinePolicy, Envelope, Session, SessionConfig, StoreFailure, Verdict};
+pub use session::{
+    Action, BareNewlinePolicy, Envelope, Session, SessionConfig, StoreFailure, Verdict,
+};
 
 #[cfg(test)]
 mod session_tests;

@@ -127,7 +127,8 @@ fn parse_mailbox(s: &str) -> Result<Mailbox, PathError> {
     let local_len = if s.starts_with('"') {
         quoted_len(s)?
     } else {
-        s.find('@').ok_or(PathError::Syntax("the address has no @domain"))?
+        s.find('@')
+            .ok_or(PathError::Syntax("the address has no @domain"))?
     };
     let (local, at_domain) = s.split_at(local_len);
     let domain = at_domain
@@ -206,7 +207,8 @@ pub fn check_domain(domain: &str) -> Result<(), PathError> {
         let ok = !b.is_empty()
             && b[0] != b'-'
             && b[b.len() - 1] != b'-'
-            && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80);
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80);
         if !ok {
             return Err(PathError::Syntax("bad domain name"));
         }
@@ -238,7 +240,9 @@ pub fn check_address_literal(lit: &str) -> Result<(), PathError> {
             if !tag.is_empty()
                 && tag.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
                 && !content.is_empty()
-                && content.bytes().all(|c| (33..=126).contains(&c) && c != b'[' && c != b']' && c != b'\\') =>
+                && content
+                    .bytes()
+                    .all(|c| (33..=126).contains(&c) && c != b'[' && c != b']' && c != b'\\') =>
         {
             Ok(())
         }
@@ -312,14 +316,7 @@ mod tests {
     #[test]
     fn syntax_errors() {
         for bad in [
-            "a@b",
-            "<a@b",
-            "<a>",
-            "<a..b@c>",
-            "<.a@c>",
-            "<a@-b.c>",
-            "<a@b..c>",
-            "<@a:b@c",
+            "a@b", "<a@b", "<a>", "<a..b@c>", "<.a@c>", "<a@-b.c>", "<a@b..c>", "<@a:b@c",
             "<a b@c>",
         ] {
             assert!(parse_path(bad, false).is_err(), "{bad} parsed");

@@ -53,7 +53,11 @@ pub enum Action {
     ReceiveData,
     /// Read exactly `size` octets of BDAT chunk. With `discard` they are
     /// not part of any message (the reply was already decided: an error).
-    ReceiveChunk { size: u64, last: bool, discard: bool },
+    ReceiveChunk {
+        size: u64,
+        last: bool,
+        discard: bool,
+    },
     /// Send what was written and close the connection.
     Close,
 }
@@ -194,12 +198,18 @@ impl Session {
                 // is lost, so the only safe move is to close.
                 let bdat = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT");
                 e.write_reply(out);
-                return if bdat { self.close() } else { Action::ReadCommands };
+                return if bdat {
+                    self.close()
+                } else {
+                    Action::ReadCommands
+                };
             }
         };
         if self.state == State::Chunking && !allowed_while_chunking(&cmd) {
-            reply::BAD_SEQUENCE
-                .write_with(out, format_args!("only BDAT, RSET, EHLO, NOOP or QUIT may follow BDAT"));
+            reply::BAD_SEQUENCE.write_with(
+                out,
+                format_args!("only BDAT, RSET, EHLO, NOOP or QUIT may follow BDAT"),
+            );
             return Action::ReadCommands;
         }
         match cmd {
@@ -255,7 +265,11 @@ impl Session {
         self.state = State::Idle;
         self.helo = Some(name);
         self.esmtp = esmtp;
-        let greeting = format!("{} greets {}", self.config.hostname, self.helo.as_deref().unwrap_or(""));
+        let greeting = format!(
+            "{} greets {}",
+            self.config.hostname,
+            self.helo.as_deref().unwrap_or("")
+        );
         if esmtp {
             let size = format!("SIZE {}", self.config.max_message_size);
             write_multiline_ehlo(out, &greeting, &size);
@@ -272,7 +286,10 @@ impl Session {
                 return Action::ReadCommands;
             }
             State::Mail => {
-                reply::BAD_SEQUENCE.write_with(out, format_args!("a transaction is already in progress; RSET first"));
+                reply::BAD_SEQUENCE.write_with(
+                    out,
+                    format_args!("a transaction is already in progress; RSET first"),
+                );
                 return Action::ReadCommands;
             }
             _ => {}
@@ -385,9 +402,8 @@ impl Session {
                 ChunkRefusal::NoRecipients => {
                     reply::BAD_SEQUENCE.write_with(out, format_args!("no valid recipients"))
                 }
-                ChunkRefusal::NoTransaction => {
-                    reply::BAD_SEQUENCE.write_with(out, format_args!("need MAIL and RCPT before BDAT"))
-                }
+                ChunkRefusal::NoTransaction => reply::BAD_SEQUENCE
+                    .write_with(out, format_args!("need MAIL and RCPT before BDAT")),
                 ChunkRefusal::TooBig => {
                     self.write_too_big(out);
                     self.reset_transaction();
@@ -446,7 +462,8 @@ impl Session {
     }
 
     fn write_too_big(&self, out: &mut Vec<u8>) {
-        reply::MESSAGE_TOO_BIG.write_with(out, format_args!("{} octets", self.config.max_message_size));
+        reply::MESSAGE_TOO_BIG
+            .write_with(out, format_args!("{} octets", self.config.max_message_size));
     }
 }
 

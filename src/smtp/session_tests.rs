@@ -97,12 +97,22 @@ fn data_then_body_then_store() {
     assert!(r.starts_with("354 "));
     assert_eq!(a, Action::ReceiveData);
     let mut out = Vec::new();
-    assert_eq!(t.s.data_done(10, BodyFlags::default(), &mut out), Verdict::Store);
+    assert_eq!(
+        t.s.data_done(10, BodyFlags::default(), &mut out),
+        Verdict::Store
+    );
     assert_eq!(t.s.envelope().rcpt_to[0].to_string(), "b@ok.test");
     t.s.stored(Ok("00abc"), &mut out);
     assert_eq!(out, b"250 2.0.0 Ok: queued as 00abc\r\n");
-    assert!(t.s.envelope().rcpt_to.is_empty(), "transaction reset after 250");
-    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250, "a new transaction can start");
+    assert!(
+        t.s.envelope().rcpt_to.is_empty(),
+        "transaction reset after 250"
+    );
+    assert_eq!(
+        t.code("MAIL FROM:<a@x.test>"),
+        250,
+        "a new transaction can start"
+    );
 }
 
 #[test]
@@ -125,9 +135,30 @@ fn storage_failures_map_to_4xx() {
 fn body_policies_reject_with_5xx() {
     let cases = [
         (1001, BodyFlags::default(), "552 5.3.4 "),
-        (10, BodyFlags { bare_lf: true, ..Default::default() }, "550 5.6.0 "),
-        (10, BodyFlags { bare_cr: true, ..Default::default() }, "550 5.6.0 "),
-        (10, BodyFlags { long_line: true, ..Default::default() }, "550 5.6.0 "),
+        (
+            10,
+            BodyFlags {
+                bare_lf: true,
+                ..Default::default()
+            },
+            "550 5.6.0 ",
+        ),
+        (
+            10,
+            BodyFlags {
+                bare_cr: true,
+                ..Default::default()
+            },
+            "550 5.6.0 ",
+        ),
+        (
+            10,
+            BodyFlags {
+                long_line: true,
+                ..Default::default()
+            },
+            "550 5.6.0 ",
+        ),
     ];
     for (size, flags, want) in cases {
         let mut t = T::new();
@@ -149,7 +180,11 @@ fn bare_newlines_may_be_accepted_by_policy() {
     });
     t.ready();
     t.send("DATA");
-    let flags = BodyFlags { bare_lf: true, bare_cr: true, long_line: false };
+    let flags = BodyFlags {
+        bare_lf: true,
+        bare_cr: true,
+        long_line: false,
+    };
     assert_eq!(t.s.data_done(10, flags, &mut Vec::new()), Verdict::Store);
 }
 
@@ -170,7 +205,10 @@ fn recipients_limit_domain_and_postmaster() {
     assert_eq!(t.code("RCPT TO:<Postmaster>"), 250);
     assert_eq!(t.code("RCPT TO:<x@OK.test>"), 250);
     assert_eq!(t.code("RCPT TO:<y@ok.test>"), 250);
-    assert_eq!(t.send("RCPT TO:<z@ok.test>").0, "452 4.5.3 Too many recipients\r\n");
+    assert_eq!(
+        t.send("RCPT TO:<z@ok.test>").0,
+        "452 4.5.3 Too many recipients\r\n"
+    );
 }
 
 #[test]
@@ -223,7 +261,14 @@ fn bdat_chunks_then_last_stores() {
     t.ready();
     let (r, a) = t.send("BDAT 5");
     assert_eq!(r, "");
-    assert_eq!(a, Action::ReceiveChunk { size: 5, last: false, discard: false });
+    assert_eq!(
+        a,
+        Action::ReceiveChunk {
+            size: 5,
+            last: false,
+            discard: false
+        }
+    );
     let mut out = Vec::new();
     assert_eq!(t.s.chunk_done(5, false, &mut out), Verdict::MoreChunks);
     assert_eq!(out, b"250 2.0.0 Chunk received, octets: 5\r\n");
@@ -238,7 +283,14 @@ fn bdat_out_of_order_is_read_then_refused() {
     let mut t = T::new();
     t.code("EHLO c.test");
     let (_, a) = t.send("BDAT 7 LAST");
-    assert_eq!(a, Action::ReceiveChunk { size: 7, last: true, discard: true });
+    assert_eq!(
+        a,
+        Action::ReceiveChunk {
+            size: 7,
+            last: true,
+            discard: true
+        }
+    );
     let mut out = Vec::new();
     assert_eq!(t.s.chunk_done(7, true, &mut out), Verdict::Rejected);
     assert!(out.starts_with(b"503 5.5.1 "));
@@ -251,7 +303,14 @@ fn bdat_over_the_size_limit_is_552_and_resets() {
     t.send("BDAT 600");
     t.s.chunk_done(600, false, &mut Vec::new());
     let (_, a) = t.send("BDAT 600");
-    assert_eq!(a, Action::ReceiveChunk { size: 600, last: false, discard: true });
+    assert_eq!(
+        a,
+        Action::ReceiveChunk {
+            size: 600,
+            last: false,
+            discard: true
+        }
+    );
     let mut out = Vec::new();
     assert_eq!(t.s.chunk_done(600, false, &mut out), Verdict::Rejected);
     assert!(out.starts_with(b"552 5.3.4 "));

@@ -55,7 +55,11 @@ pub fn write_mboxrd(out: &mut impl Write, m: &Found, data: &[u8]) -> io::Result<
     } else {
         &m.envelope.mail_from
     };
-    writeln!(out, "From {from} {}", asctime(m.envelope.received_at_micros / 1_000_000))?;
+    writeln!(
+        out,
+        "From {from} {}",
+        asctime(m.envelope.received_at_micros / 1_000_000)
+    )?;
     for line in lines(data) {
         let unquoted = line.iter().position(|&b| b != b'>').unwrap_or(line.len());
         if line[unquoted..].starts_with(b"From ") {
@@ -157,7 +161,12 @@ mod tests {
     #[test]
     fn mboxrd_quotes_from_lines_and_uses_lf() {
         let mut out = Vec::new();
-        write_mboxrd(&mut out, &found(), b"Subject: x\r\n\r\nFrom here\r\n>From there\r\n").unwrap();
+        write_mboxrd(
+            &mut out,
+            &found(),
+            b"Subject: x\r\n\r\nFrom here\r\n>From there\r\n",
+        )
+        .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "From a@b Thu Jan  1 00:00:01 1970\nSubject: x\n\n>From here\n>>From there\n\n"

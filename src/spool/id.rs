@@ -64,7 +64,7 @@ impl IdGenerator {
     }
 
     /// The next id.
-    pub fn next(&mut self) -> QueueId {
+    pub fn assign(&mut self) -> QueueId {
         let now = now_micros();
         self.last_micros = now.max(self.last_micros + 1);
         QueueId(self.last_micros << 8 | u64::from(self.core))
@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn ids_increase_and_carry_the_core() {
         let mut g = IdGenerator::new(3, None);
-        let ids: Vec<QueueId> = (0..1000).map(|_| g.next()).collect();
+        let ids: Vec<QueueId> = (0..1000).map(|_| g.assign()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(ids.iter().all(|id| id.core() == 3));
     }
@@ -94,7 +94,7 @@ mod tests {
     fn restart_continues_above_the_newest_recovered_id() {
         let future = QueueId((now_micros() + 10_000_000) << 8 | 1);
         let mut g = IdGenerator::new(1, Some(future));
-        assert!(g.next() > future);
+        assert!(g.assign() > future);
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// The next record, the clean end, or damage.
-    pub fn next(&mut self) -> io::Result<Step> {
+    pub fn read_next(&mut self) -> io::Result<Step> {
         let at = self.offset;
         let mut head = [0u8; HEADER_LEN];
         let got = read_full(&mut self.input, &mut head)?;
@@ -190,11 +190,13 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
 
-    fn read_all(bytes: &[u8]) -> Vec<Result<(Kind, Vec<u8>), (u64, Damage)>> {
+    type Read = Result<(Kind, Vec<u8>), (u64, Damage)>;
+
+    fn read_all(bytes: &[u8]) -> Vec<Read> {
         let mut r = RecordReader::new(bytes);
         let mut v = Vec::new();
         loop {
-            match r.next().unwrap() {
+            match r.read_next().unwrap() {
                 Step::Record { kind, .. } => v.push(Ok((kind, r.payload().to_vec()))),
                 Step::End => return v,
                 Step::Damaged { offset, damage } => {
@@ -212,7 +214,10 @@ mod tests {
         encode(&mut buf, Kind::Commit, &[]);
         assert_eq!(
             read_all(&buf),
-            vec![Ok((Kind::Chunk, b"abcd".to_vec())), Ok((Kind::Commit, vec![]))]
+            vec![
+                Ok((Kind::Chunk, b"abcd".to_vec())),
+                Ok((Kind::Commit, vec![]))
+            ]
         );
     }
 

@@ -50,7 +50,9 @@ pub fn recover_core(dir: &Path) -> io::Result<Recovery> {
                 segment,
                 offset,
                 what,
-            } => r.problems.push(format!("segment {segment} offset {offset}: {what}")),
+            } => r
+                .problems
+                .push(format!("segment {segment} offset {offset}: {what}")),
             Event::SegmentEnd {
                 segment,
                 path,

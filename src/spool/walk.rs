@@ -122,7 +122,7 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
         let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
         let mut last_commit_end = 0;
         loop {
-            match reader.next()? {
+            match reader.read_next()? {
                 Step::End => break,
                 Step::Damaged { offset, damage } => {
                     f(Event::Problem {

@@ -136,7 +136,7 @@ impl SpoolWriter {
 
     /// A fresh queue id.
     pub fn next_id(&self) -> QueueId {
-        self.ids.borrow_mut().next()
+        self.ids.borrow_mut().assign()
     }
 
     /// Counters so far.
@@ -380,7 +380,11 @@ impl MessageWriter {
     /// Writes the commit record with the last octets and waits until it is
     /// durable. `envelope`'s id, size, checksum and chunk count are filled
     /// in here.
-    pub async fn commit(mut self, mut envelope: StoredEnvelope, tail: &[u8]) -> Result<QueueId, StoreError> {
+    pub async fn commit(
+        mut self,
+        mut envelope: StoredEnvelope,
+        tail: &[u8],
+    ) -> Result<QueueId, StoreError> {
         self.crc = crc32c::crc32c_append(self.crc, tail);
         envelope.id = self.id;
         envelope.size = self.size + tail.len() as u64;
@@ -388,7 +392,9 @@ impl MessageWriter {
         envelope.chunks = self.chunks;
         let mut head = Vec::with_capacity(128);
         envelope.encode(&mut head);
-        self.writer.append(Kind::Commit, &[&head, tail], true).await?;
+        self.writer
+            .append(Kind::Commit, &[&head, tail], true)
+            .await?;
         Ok(self.id)
     }
 }

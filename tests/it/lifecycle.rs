@@ -1,0 +1,112 @@
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn idle_timeout_gets_421_and_close() {
+    let s = Server::start(&["--idle-timeout", "1"]);
+    let mut c = s.connect();
+    c.code("EHLO client.test");
+    let t = Instant::now();
+    let reply = c.reply();
+    assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert!(c.closed());
+}
+
+#[test]
+fn graceful_shutdown_answers_idle_sessions_and_finishes_transactions() {
+    let mut s = Server::start(&[]);
+    let mut idle = s.connect();
+    idle.code("EHLO client.test");
+    let mut busy = s.connect();
+    busy.code("EHLO client.test");
+    busy.code("MAIL FROM:<a@x.test>");
+    busy.code("RCPT TO:<b@y.test>");
+    busy.code("DATA");
+    busy.send(b"Subject: in flight\r\n\r\nhalf");
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let reply = idle.reply();
+    assert!(reply.starts_with("421 4.3.2 "), "{reply}");
+    assert!(idle.closed());
+    // The transaction in flight may finish and gets its 250.
+    busy.send(b" and the rest\r\n.\r\n");
+    let id = queued_id(&busy.reply());
+    let after = busy.reply();
+    assert!(after.starts_with("421 4.3.2 "), "{after}");
+    assert_eq!(s.wait(Duration::from_secs(20)), Some(0));
+    assert!(s.log().contains("sluice: stopped"));
+    let stored = exported(&s.spool);
+    assert_eq!(
+        without_trace(&stored[&id].1),
+        b"Subject: in flight\r\n\r\nhalf and the rest\r\n"
+    );
+    assert!(
+        std::net::TcpStream::connect(s.addr).is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn connections_over_the_limit_get_421() {
+    let s = Server::start(&["--max-connections", "2"]);
+    let _a = s.connect();
+    let _b = s.connect();
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = String::new();
+    use std::io::Read;
+    c.read_to_string(&mut buf).unwrap();
+    assert!(buf.starts_with("421 4.7.0 "), "{buf}");
+}
+
+fn start_error(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .arg("--spool")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail to start");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn operator_mistakes_are_clear_errors_at_start_up() {
+    assert!(start_error(&["--listen", "nonsense"]).contains("--listen \"nonsense\""));
+    assert!(start_error(&["--listen", "0.0.0.0:0"]).contains("open relay"));
+    assert!(start_error(&["--max-message-size", "12Q"]).contains("unknown unit"));
+    assert!(start_error(&["--cores", "0-99"]).contains("not online"));
+    assert!(start_error(&["--max-recipients", "0"]).contains("at least 1"));
+    assert!(start_error(&["--config", "/nonexistent/sluice.toml"]).contains("cannot read"));
+    assert!(start_error(&["--durability", "maybe"]).contains("maybe"));
+}
+
+#[test]
+fn config_file_is_read_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "max-recipients = 1\nhostname = \"from-file.test\"\n").unwrap();
+    let s = Server::start(&["--config", file.to_str().unwrap()]);
+    let mut c = s.connect();
+    assert!(
+        c.cmd("EHLO client.test").starts_with("250-mx.test"),
+        "--hostname flag wins"
+    );
+    c.code("MAIL FROM:<a@x.test>");
+    assert_eq!(c.code("RCPT TO:<b@y.test>"), 250);
+    assert_eq!(
+        c.code("RCPT TO:<c@y.test>"),
+        452,
+        "max-recipients from the file"
+    );
+}
+
+#[test]
+fn durability_none_warns_loudly() {
+    let s = Server::start(&["--durability", "none"]);
+    assert!(s.log().contains("WARNING: --durability none"));
+}

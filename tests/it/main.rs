@@ -1,0 +1,13 @@
+//! Integration tests: the real `sluice` binary on loopback, over raw
+//! sockets, with the spool read back by `sluice spool`.
+
+mod support;
+
+// Every command and reply code, limits, pipelining, smuggling.
+mod protocol;
+// Messages into the spool byte-exact; concurrency; crashes and restarts.
+mod spool;
+// Timeouts, shutdown, connection limits, start-up errors.
+mod lifecycle;
+// A real SMTP client library (lettre) sends through sluice.
+mod client_library;

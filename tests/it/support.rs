@@ -1,0 +1,255 @@
+//! Test support: start the real `sluice` binary on an ephemeral loopback
+//! port with its own spool, talk SMTP to it over raw sockets, read the
+//! spool back with `sluice spool`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub spool: PathBuf,
+    pub log: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts on a fresh spool with `extra` flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        let mut s = Server::start_on(&spool, extra);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts on an existing spool path (for restarts).
+    pub fn start_on(spool: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--hostname", "mx.test"])
+            .args(if extra.contains(&"--cores") {
+                &[][..]
+            } else {
+                &["--cores", "1"][..]
+            })
+            .arg("--spool")
+            .arg(spool)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Server::spawn(cmd, spool)
+    }
+
+    /// Spawns a prepared command and waits for its "ready" line.
+    pub fn spawn(mut cmd: Command, spool: &Path) -> Server {
+        let mut child = cmd.spawn().expect("start sluice");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split([' ', ',']).next().unwrap().to_string();
+                    let _ = tx.send(addr);
+                }
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start: {}", log.lock().unwrap());
+            }
+        };
+        Server {
+            child,
+            addr,
+            spool: spool.to_path_buf(),
+            log,
+            _dir: None,
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server did not exit in {limit:?}");
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw SMTP client.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        let greeting = c.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        c
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one whole reply (all its lines).
+    pub fn reply(&mut self) -> String {
+        let mut text = String::new();
+        loop {
+            let line = self.line();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            text.push_str(&line);
+            if last {
+                return text;
+            }
+        }
+    }
+
+    /// Reads one line with its CRLF; empty at end of stream.
+    pub fn line(&mut self) -> String {
+        loop {
+            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=p).collect();
+                return String::from_utf8(line).unwrap();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).unwrap();
+            if n == 0 {
+                return String::from_utf8(std::mem::take(&mut self.buf)).unwrap();
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends one command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Sends a command and returns the reply's code.
+    pub fn code(&mut self, line: &str) -> u16 {
+        code_of(&self.cmd(line))
+    }
+
+    /// Whether the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+
+    /// EHLO, MAIL, one RCPT, DATA with `body` (already dot-stuffed, ending
+    /// CRLF); returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &str, body: &[u8]) -> String {
+        assert_eq!(self.code("EHLO client.test"), 250);
+        assert_eq!(self.code(&format!("MAIL FROM:<{from}>")), 250);
+        assert_eq!(self.code(&format!("RCPT TO:<{to}>")), 250);
+        assert_eq!(self.code("DATA"), 354);
+        self.send(body);
+        self.send(b".\r\n");
+        self.reply()
+    }
+}
+
+pub fn code_of(reply: &str) -> u16 {
+    reply
+        .get(..3)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no reply code in {reply:?}"))
+}
+
+/// The queue id in "250 2.0.0 Ok: queued as <id>".
+pub fn queued_id(reply: &str) -> String {
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    reply.trim_end().rsplit(' ').next().unwrap().to_string()
+}
+
+/// Runs `sluice spool <args> --spool <spool>`; returns (exit code, stdout).
+pub fn spool_tool(spool: &Path, args: &[&str]) -> (i32, Vec<u8>) {
+    let out = Command::new(BIN)
+        .arg("spool")
+        .args(args)
+        .arg("--spool")
+        .arg(spool)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), out.stdout)
+}
+
+/// Every message in the spool: id → (envelope JSON, stored bytes).
+pub fn exported(spool: &Path) -> std::collections::BTreeMap<String, (serde_json::Value, Vec<u8>)> {
+    use base64::Engine;
+    let (code, out) = spool_tool(spool, &["export", "--format", "jsonl"]);
+    assert_eq!(code, 0);
+    let mut map = std::collections::BTreeMap::new();
+    for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data_b64"].as_str().unwrap())
+            .unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        assert!(map.insert(id, (v, data)).is_none(), "duplicate id");
+    }
+    map
+}
+
+/// The body after the Received header sluice adds.
+pub fn without_trace(data: &[u8]) -> &[u8] {
+    assert!(data.starts_with(b"Received: "));
+    let mut i = 0;
+    loop {
+        let lf = i + data[i..].iter().position(|&b| b == b'\n').unwrap();
+        i = lf + 1;
+        if data.get(i) != Some(&b'\t') {
+            return &data[i..];
+        }
+    }
+}
