@@ -27,6 +27,10 @@
 
 use memchr::memchr2;
 
+#[cfg(target_arch = "x86_64")]
+use super::blocks::masks_avx2;
+use super::blocks::{masks, Masks};
+
 /// Where the scanner stands in the line structure between two calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -174,8 +178,35 @@ impl DataScanner {
             }
         }
 
-        // The fast path: jump between CR and LF with memchr2.
+        // Whole 64-octet blocks are tried from here on (see `skip_blocks`).
+        let mut blocks_from = i;
+        // The main loop: settle whole blocks while no line starts with a
+        // dot; otherwise jump between CR and LF with memchr2.
         loop {
+            if i >= blocks_from && i + 64 <= end {
+                let skipped = self.skip_blocks(w.buf, i, end, &mut line_from);
+                if skipped.dot_at_line_start {
+                    blocks_from = skipped.next + 64;
+                }
+                i = skipped.next;
+                if skipped.cr_pending {
+                    // The octet before `i` is a CR whose successor decides.
+                    if i == end {
+                        self.state = State::AfterCr;
+                        break;
+                    }
+                    if w.buf[i] == b'\n' {
+                        i += 1;
+                        self.end_line(i - line_from);
+                        line_from = i;
+                        self.state = State::LineStart;
+                    } else {
+                        self.flags.bare_cr = true;
+                        self.state = State::InLine;
+                    }
+                }
+                continue;
+            }
             if self.state == State::LineStart {
                 if i == end {
                     break;
@@ -234,6 +265,106 @@ impl DataScanner {
         w.finish_at(i, false)
     }
 
+    /// Settles whole 64-octet blocks from `i` with bit masks, as long as
+    /// no line in them starts with a dot: such blocks need no output
+    /// change, only their flags and line lengths. Called in state
+    /// `LineStart` or `InLine` (the octet before `i` is never an
+    /// unresolved CR then); leaves the state for the octet at `next`.
+    #[inline]
+    fn skip_blocks(&mut self, buf: &[u8], i: usize, end: usize, line_from: &mut usize) -> Skipped {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.skip_blocks_avx2(buf, i, end, line_from) };
+        }
+        self.skip_blocks_with(buf, i, end, line_from, masks)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn skip_blocks_avx2(
+        &mut self,
+        buf: &[u8],
+        i: usize,
+        end: usize,
+        line_from: &mut usize,
+    ) -> Skipped {
+        self.skip_blocks_with(buf, i, end, line_from, |b| {
+            // SAFETY: this function only runs where AVX2 was detected.
+            unsafe { masks_avx2(b) }
+        })
+    }
+
+    #[inline(always)]
+    fn skip_blocks_with(
+        &mut self,
+        buf: &[u8],
+        mut i: usize,
+        end: usize,
+        line_from: &mut usize,
+        masks: impl Fn(&[u8; 64]) -> Masks,
+    ) -> Skipped {
+        let mut line_start = u64::from(self.state == State::LineStart);
+        let mut prev_cr = 0u64;
+        let mut dot_at_line_start = false;
+        let (mut lone_cr, mut lone_lf, mut long) = (0u64, 0u64, false);
+        // Octets of the current line before `line_from`.
+        let mut carried = self.line_len;
+        let max = self.max_line;
+        // Kept in a register in the loop, written back after it.
+        let mut from = *line_from;
+        // Slicing to `end` lets the compiler drop the per-block bounds check.
+        let buf = &buf[..end];
+        while i + 64 <= buf.len() {
+            let block: &[u8; 64] = buf[i..i + 64].try_into().expect("64 octets");
+            let m = masks(block);
+            let cr_before = (m.cr << 1) | prev_cr;
+            let crlf = m.lf & cr_before;
+            if m.dot & ((crlf << 1) | line_start) != 0 {
+                dot_at_line_start = true;
+                break;
+            }
+            lone_cr |= (m.cr & !(m.lf >> 1) & (u64::MAX >> 1)) | (prev_cr & !m.lf & 1);
+            lone_lf |= m.lf & !cr_before;
+            if crlf != 0 {
+                let first = i + crlf.trailing_zeros() as usize + 1;
+                long |= carried + (first - from) > max;
+                if max < 64 {
+                    // Short limits (tests): every line in the block counts.
+                    let mut prev = first;
+                    let mut rest = crlf & (crlf - 1);
+                    while rest != 0 {
+                        let e = i + rest.trailing_zeros() as usize + 1;
+                        long |= e - prev > max;
+                        prev = e;
+                        rest &= rest - 1;
+                    }
+                }
+                // Lines inside one block are under 64 octets.
+                from = i + 64 - crlf.leading_zeros() as usize;
+                carried = 0;
+            }
+            prev_cr = m.cr >> 63;
+            line_start = crlf >> 63;
+            i += 64;
+        }
+        *line_from = from;
+        self.line_len = carried;
+        self.flags.bare_cr |= lone_cr != 0;
+        self.flags.bare_lf |= lone_lf != 0;
+        self.flags.long_line |= long;
+        self.state = if line_start != 0 {
+            State::LineStart
+        } else {
+            State::InLine
+        };
+        Skipped {
+            next: i,
+            cr_pending: prev_cr != 0,
+            dot_at_line_start,
+        }
+    }
+
     /// Accounts for a finished line of `tail` bytes in this call.
     #[inline]
     fn end_line(&mut self, tail: usize) {
@@ -242,6 +373,17 @@ impl DataScanner {
         }
         self.line_len = 0;
     }
+}
+
+/// Where [`DataScanner::skip_blocks`] stopped and why.
+struct Skipped {
+    /// The first octet not settled.
+    next: usize,
+    /// The octet before `next` is a CR not yet paired or flagged.
+    cr_pending: bool,
+    /// Stopped at a block with a dot at a line start (the terminator or a
+    /// stuffed dot), which the byte path must handle.
+    dot_at_line_start: bool,
 }
 
 /// The in-place output half of the scanner: body bytes between `seg` and

@@ -6,6 +6,7 @@
 //! past a filter. Keeping both readers in one module makes that rule one
 //! place to read. The module knows nothing about SMTP states.
 
+mod blocks;
 mod data;
 mod line;
 

@@ -6,12 +6,25 @@ use super::DataScanner;
 use proptest::prelude::*;
 
 const MAX_LINE: usize = 20;
+/// Line limits the checks run with: under one block (every line end is
+/// looked at), over one block (only each block's first and last are), and
+/// the RFC default.
+const LIMITS: [usize; 3] = [MAX_LINE, 70, 1000];
 
 /// Feeds `input` to a scanner in pieces ending at `cuts`, the way a
 /// connection does: appending to one buffer and, when `flush_every` says
 /// so, taking the body out and sliding the rest of the buffer left.
 fn stream(input: &[u8], cuts: &[usize], flush_every: Option<usize>) -> Reference {
-    let mut scanner = DataScanner::new(MAX_LINE);
+    stream_with(input, cuts, flush_every, MAX_LINE)
+}
+
+fn stream_with(
+    input: &[u8],
+    cuts: &[usize],
+    flush_every: Option<usize>,
+    max_line: usize,
+) -> Reference {
+    let mut scanner = DataScanner::new(max_line);
     let mut buf = Vec::new();
     let mut body = Vec::new();
     let (mut out, mut pos, mut base) = (0, 0, 0);
@@ -56,17 +69,20 @@ fn stream(input: &[u8], cuts: &[usize], flush_every: Option<usize>) -> Reference
 /// by `out` bytes shifts input indices by the same amount, which `base`
 /// adds back, so end positions are comparable in both runs.)
 fn check(input: &[u8], cuts: &[usize]) {
-    let want = naive::scan(input, MAX_LINE);
-    for flush in [None, Some(1), Some(2)] {
-        let got = stream(input, cuts, flush);
-        assert_eq!(
-            got,
-            want,
-            "input {:?} cut at {:?}, flush {:?}",
-            String::from_utf8_lossy(input),
-            cuts,
-            flush
-        );
+    for max_line in LIMITS {
+        let want = naive::scan(input, max_line);
+        for flush in [None, Some(1), Some(2)] {
+            let got = stream_with(input, cuts, flush, max_line);
+            assert_eq!(
+                got,
+                want,
+                "input {:?} cut at {:?}, flush {:?}, max line {}",
+                String::from_utf8_lossy(input),
+                cuts,
+                flush,
+                max_line
+            );
+        }
     }
 }
 
@@ -209,5 +225,60 @@ proptest! {
             input.extend_from_slice(b"\r\n.\r\nRSET\r\n");
         }
         check(&input, &cuts);
+    }
+}
+
+/// The block path only runs on 64 octets or more: put every tricky body
+/// behind text of every length so each pattern meets every alignment and
+/// block boundary, whole and cut.
+#[test]
+fn tricky_bodies_at_every_alignment_behind_long_text() {
+    for input in TRICKY {
+        for pad in 0..140 {
+            let mut body = Vec::new();
+            for k in 0..pad {
+                body.push(if k % 9 == 8 {
+                    b'\n'
+                } else {
+                    b'a' + (k % 7) as u8
+                });
+                if k % 17 == 16 {
+                    body.extend_from_slice(b"\r\n");
+                }
+            }
+            body.extend_from_slice(b"\r\n");
+            body.extend_from_slice(input);
+            check(&body, &[]);
+            check(&body, &[pad / 2 + 1, pad + 2]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn long_random_bodies_match_reference(
+        body in proptest::collection::vec(body_strategy(), 1..12).prop_map(|v| v.concat()),
+        cuts in proptest::collection::vec(0usize..3000, 0..4),
+    ) {
+        let mut input = body;
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        check(&input, &cuts);
+    }
+}
+
+/// A lone CR or LF, or a CRLF, at every offset of a long dot-free body:
+/// the block path must see each across block boundaries.
+#[test]
+fn line_end_shapes_at_every_offset_in_dot_free_text() {
+    for shape in [&b"\r"[..], b"\n", b"\r\n", b"\r\r\n", b"\n\r"] {
+        for pos in 0..200 {
+            let mut body = vec![b'a'; pos];
+            body.extend_from_slice(shape);
+            body.extend(std::iter::repeat_n(b'b', 230));
+            body.extend_from_slice(b"\r\n.\r\n");
+            check(&body, &[]);
+        }
     }
 }
