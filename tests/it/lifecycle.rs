@@ -110,3 +110,55 @@ fn durability_none_warns_loudly() {
     let s = Server::start(&["--durability", "none"]);
     assert!(s.log().contains("WARNING: --durability none"));
 }
+
+#[test]
+fn data_phase_timeout_gets_421_and_nothing_is_stored() {
+    let s = Server::start(&["--data-timeout", "1"]);
+    let mut c = s.connect();
+    c.code("EHLO client.test");
+    c.code("MAIL FROM:<a@x.test>");
+    c.code("RCPT TO:<b@y.test>");
+    c.code("DATA");
+    c.send(b"Subject: stalled\r\n\r\nhalf a mess");
+    let reply = c.reply();
+    assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+    assert!(c.closed());
+    assert!(exported(&s.spool).is_empty());
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_client_that_never_reads_replies_gets_backpressure_not_memory() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    c.stream.set_nonblocking(true).unwrap();
+    let before = vm_rss_kib(s.child.id());
+    let noops = b"NOOP\r\n".repeat(10_000);
+    let mut sent = 0usize;
+    let until = Instant::now() + Duration::from_secs(5);
+    // Keep writing without reading until the server stops reading too.
+    while Instant::now() < until && sent < 200 << 20 {
+        match c.stream.write(&noops) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let grown = vm_rss_kib(s.child.id()).saturating_sub(before);
+    assert!(
+        sent < 200 << 20,
+        "the server kept reading {sent} bytes of commands whose replies nobody read"
+    );
+    assert!(grown < 16 * 1024, "server RSS grew by {grown} KiB");
+    // The connection still works once the client reads.
+    c.stream.set_nonblocking(false).unwrap();
+    assert_eq!(c.reply(), "250 2.0.0 Ok\r\n");
+}

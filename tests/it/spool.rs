@@ -379,3 +379,66 @@ fn disk_full_gets_452_nothing_partial_and_recovers() {
     assert_eq!(stored.len(), 2);
     assert!(stored.contains_key(&first) && stored.contains_key(&later));
 }
+
+#[test]
+fn export_to_mbox_and_maildir() {
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    let id = queued_id(&c.send_mail(
+        "a@x.test",
+        "b@y.test",
+        b"Subject: m\r\n\r\nFrom the start\r\nbye\r\n",
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let mbox = out.path().join("out.mbox");
+    let (code, _) = spool_tool(
+        &s.spool,
+        &[
+            "export",
+            "--format",
+            "mbox",
+            "--out",
+            mbox.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0);
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert!(text.starts_with("From a@x.test "), "{text}");
+    assert!(
+        text.contains("\nSubject: m\n\n>From the start\nbye\n\n"),
+        "{text}"
+    );
+    let md = out.path().join("Maildir");
+    let (code, _) = spool_tool(
+        &s.spool,
+        &[
+            "export",
+            "--format",
+            "maildir",
+            "--out",
+            md.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0);
+    let files: Vec<_> = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert!(files[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains(&id));
+    let msg = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        msg.starts_with(
+            "Return-Path: <a@x.test>\nDelivered-To: b@y.test\nReceived: from client.test"
+        ),
+        "{msg}"
+    );
+    assert!(md.join("cur").is_dir() && md.join("tmp").is_dir());
+    let (code, _) = spool_tool(&s.spool, &["export", "--format", "maildir"]);
+    assert_eq!(code, 2, "maildir without --out is an error");
+}
