@@ -11,3 +11,5 @@ mod spool;
 mod lifecycle;
 // A real SMTP client library (lettre) sends through sluice.
 mod client_library;
+// The bundled load generator against the real server, checked on the spool.
+mod loadgen;
