@@ -300,11 +300,14 @@ fn real_main(o: &Opt) -> Result<bool> {
         stats: &stats,
         window,
     };
-    if o.json {
-        println!("{}", report.json());
+    // A closed pipe (`| head`) is not worth a panic; the exit code says
+    // how the run went.
+    let text = if o.json {
+        report.json() + "\n"
     } else {
-        print!("{}", report.text());
-    }
+        report.text()
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if stats.acknowledged == 0 && stats.errors() > 0 {
         bail!(
             "no message was accepted; first error: {}",
