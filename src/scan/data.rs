@@ -140,17 +140,7 @@ impl DataScanner {
                     self.line_len += i - line_from;
                     return w.finish_at(i, false);
                 }
-                State::AfterCr => {
-                    if w.buf[i] == b'\n' {
-                        i += 1;
-                        self.end_line(i - line_from);
-                        line_from = i;
-                        self.state = State::LineStart;
-                    } else {
-                        self.flags.bare_cr = true;
-                        self.state = State::InLine;
-                    }
-                }
+                State::AfterCr => self.after_cr(w.buf[i], &mut i, &mut line_from),
                 State::Dot => match w.buf[i] {
                     b'\r' => {
                         // Hold the CR back: it is body only if no LF follows.
@@ -195,15 +185,7 @@ impl DataScanner {
                         self.state = State::AfterCr;
                         break;
                     }
-                    if w.buf[i] == b'\n' {
-                        i += 1;
-                        self.end_line(i - line_from);
-                        line_from = i;
-                        self.state = State::LineStart;
-                    } else {
-                        self.flags.bare_cr = true;
-                        self.state = State::InLine;
-                    }
+                    self.after_cr(w.buf[i], &mut i, &mut line_from);
                 }
                 continue;
             }
@@ -362,6 +344,21 @@ impl DataScanner {
             next: i,
             cr_pending: prev_cr != 0,
             dot_at_line_start,
+        }
+    }
+
+    /// Decides a CR (just before `*i`) by the octet that follows it: with
+    /// a LF it ends the line, otherwise it is a bare CR.
+    #[inline]
+    fn after_cr(&mut self, next: u8, i: &mut usize, line_from: &mut usize) {
+        if next == b'\n' {
+            *i += 1;
+            self.end_line(*i - *line_from);
+            *line_from = *i;
+            self.state = State::LineStart;
+        } else {
+            self.flags.bare_cr = true;
+            self.state = State::InLine;
         }
     }
 

@@ -50,23 +50,48 @@ pub fn write_received(out: &mut Vec<u8>, t: &Trace<'_>) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// `Fri, 27 Nov 2026 20:37:19 +0000` for a Unix time (UTC).
-pub fn write_rfc5322_date(s: &mut String, unix: u64) {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+/// Day names, starting with 1970-01-01 (a Thursday).
+pub const WEEKDAYS_FROM_EPOCH: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+/// Month names.
+pub const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A Unix time split into calendar fields (UTC).
+#[derive(Debug, Clone, Copy)]
+pub struct Civil {
+    pub weekday: &'static str,
+    pub year: i64,
+    pub month: &'static str,
+    pub day: u32,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+/// Calendar fields of a Unix time (UTC).
+pub fn civil(unix: u64) -> Civil {
     let days = unix / 86_400;
     let secs = unix % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
+    let (year, m, day) = civil_from_days(days as i64);
+    Civil {
+        weekday: WEEKDAYS_FROM_EPOCH[(days % 7) as usize],
+        year,
+        month: MONTHS[(m - 1) as usize],
+        day,
+        hour: secs / 3600,
+        minute: secs / 60 % 60,
+        second: secs % 60,
+    }
+}
+
+/// `Fri, 27 Nov 2026 20:37:19 +0000` for a Unix time (UTC).
+pub fn write_rfc5322_date(s: &mut String, unix: u64) {
+    let c = civil(unix);
     let _ = write!(
         s,
-        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        c.weekday, c.day, c.month, c.year, c.hour, c.minute, c.second
     );
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use base64::Engine;
 
 use super::walk::Found;
-use crate::smtp::received::civil_from_days;
+use crate::smtp::received::{civil, civil_from_days};
 
 /// `2026-11-27T20:37:19.123456Z` for microseconds since the epoch.
 pub fn rfc3339(micros: u64) -> String {
@@ -111,20 +111,10 @@ fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// `Thu Jan  1 00:00:00 1970` (the mbox `From ` line's date).
 fn asctime(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    let t = secs % 86_400;
+    let c = civil(secs);
     format!(
-        "{} {} {d:>2} {:02}:{:02}:{:02} {y}",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        t / 3600,
-        t / 60 % 60,
-        t % 60
+        "{} {} {:>2} {:02}:{:02}:{:02} {}",
+        c.weekday, c.month, c.day, c.hour, c.minute, c.second, c.year
     )
 }
 

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::envelope::StoredEnvelope;
-use super::record::{framed_len, Damage, Kind, RecordReader, Step, HEADER_LEN};
+use super::record::{framed_len, Kind, RecordReader, Step, HEADER_LEN};
 
 /// `spool/core-<k>`.
 pub fn core_dir(spool: &Path, core: usize) -> PathBuf {
@@ -128,7 +128,7 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                     f(Event::Problem {
                         segment,
                         offset,
-                        what: describe(&damage),
+                        what: damage.to_string(),
                     })?;
                     break;
                 }
@@ -189,10 +189,6 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
         })?;
     }
     Ok(())
-}
-
-fn describe(d: &Damage) -> String {
-    d.to_string()
 }
 
 fn problem(segment: u64, offset: u64, what: &str) -> Event {

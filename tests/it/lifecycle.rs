@@ -21,10 +21,7 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_transactions() {
     let mut idle = s.connect();
     idle.code("EHLO client.test");
     let mut busy = s.connect();
-    busy.code("EHLO client.test");
-    busy.code("MAIL FROM:<a@x.test>");
-    busy.code("RCPT TO:<b@y.test>");
-    busy.code("DATA");
+    busy.open_data();
     busy.send(b"Subject: in flight\r\n\r\nhalf");
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
     let reply = idle.reply();
@@ -115,21 +112,12 @@ fn durability_none_warns_loudly() {
 fn data_phase_timeout_gets_421_and_nothing_is_stored() {
     let s = Server::start(&["--data-timeout", "1"]);
     let mut c = s.connect();
-    c.code("EHLO client.test");
-    c.code("MAIL FROM:<a@x.test>");
-    c.code("RCPT TO:<b@y.test>");
-    c.code("DATA");
+    c.open_data();
     c.send(b"Subject: stalled\r\n\r\nhalf a mess");
     let reply = c.reply();
     assert!(reply.starts_with("421 4.4.2 "), "{reply}");
     assert!(c.closed());
     assert!(exported(&s.spool).is_empty());
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -138,7 +126,7 @@ fn a_client_that_never_reads_replies_gets_backpressure_not_memory() {
     let s = Server::start(&[]);
     let mut c = s.connect();
     c.stream.set_nonblocking(true).unwrap();
-    let before = vm_rss_kib(s.child.id());
+    let before = proc_status_kib(s.child.id(), "VmRSS");
     let noops = b"NOOP\r\n".repeat(10_000);
     let mut sent = 0usize;
     let until = Instant::now() + Duration::from_secs(5);
@@ -152,7 +140,7 @@ fn a_client_that_never_reads_replies_gets_backpressure_not_memory() {
             Err(e) => panic!("{e}"),
         }
     }
-    let grown = vm_rss_kib(s.child.id()).saturating_sub(before);
+    let grown = proc_status_kib(s.child.id(), "VmRSS").saturating_sub(before);
     assert!(
         sent < 200 << 20,
         "the server kept reading {sent} bytes of commands whose replies nobody read"

@@ -263,12 +263,6 @@ fn segments_roll_over_at_the_configured_size() {
     assert!(ids.iter().all(|id| stored.contains_key(id)));
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn large_message_streams_to_the_spool_with_bounded_memory() {
     let s = Server::start(&["--max-message-size", "200M"]);
@@ -277,7 +271,7 @@ fn large_message_streams_to_the_spool_with_bounded_memory() {
     c.code("MAIL FROM:<a@x.test>");
     c.code("RCPT TO:<b@y.test>");
     c.code("DATA");
-    let before = vm_hwm_kib(s.child.id());
+    let before = proc_status_kib(s.child.id(), "VmHWM");
     let line = format!("{}\r\n", "z".repeat(998)).into_bytes();
     let block: Vec<u8> = line
         .iter()
@@ -291,7 +285,7 @@ fn large_message_streams_to_the_spool_with_bounded_memory() {
     }
     c.send(b".\r\n");
     let id = queued_id(&c.reply());
-    let after = vm_hwm_kib(s.child.id());
+    let after = proc_status_kib(s.child.id(), "VmHWM");
     assert!(
         after - before < 32 * 1024,
         "peak RSS grew by {} KiB for a 100 MiB message",

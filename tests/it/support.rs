@@ -186,6 +186,14 @@ impl Client {
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
 
+    /// EHLO, MAIL, one RCPT and DATA (answered 354): ready for a body.
+    pub fn open_data(&mut self) {
+        assert_eq!(self.code("EHLO client.test"), 250);
+        assert_eq!(self.code("MAIL FROM:<a@x.test>"), 250);
+        assert_eq!(self.code("RCPT TO:<b@y.test>"), 250);
+        assert_eq!(self.code("DATA"), 354);
+    }
+
     /// EHLO, MAIL, one RCPT, DATA with `body` (already dot-stuffed, ending
     /// CRLF); returns the final reply.
     pub fn send_mail(&mut self, from: &str, to: &str, body: &[u8]) -> String {
@@ -252,4 +260,14 @@ pub fn without_trace(data: &[u8]) -> &[u8] {
             return &data[i..];
         }
     }
+}
+
+/// A `/proc/<pid>/status` field in KiB, like `VmRSS` or `VmHWM`.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
