@@ -10,9 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
-
+use crate::rt::{self, TcpStream};
 use crate::workload::Body;
 
 /// How the message travels.
@@ -40,6 +38,8 @@ pub struct Client {
     stream: TcpStream,
     input: Vec<u8>,
     out: Vec<u8>,
+    /// Limit on every read and write.
+    timeout: Duration,
 }
 
 /// Octets above which the body is written from its own buffer instead of
@@ -49,14 +49,12 @@ const COPY_LIMIT: usize = 64 << 10;
 impl Client {
     /// Connects, reads the 220 greeting and says EHLO.
     pub async fn connect(target: SocketAddr, helo: &str, timeout: Duration) -> io::Result<Client> {
-        let stream = TcpStream::connect_timeout(target, timeout).await?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let _ = stream.set_nodelay(true);
+        let stream = rt::timeout(timeout, TcpStream::connect(target)).await?;
         let mut c = Client {
             stream,
             input: Vec::with_capacity(4096),
             out: Vec::with_capacity(4096),
+            timeout,
         };
         let (code, text) = c.reply().await?;
         if code != 220 {
@@ -73,7 +71,7 @@ impl Client {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.stream.write_all(&self.out).await?;
+        rt::timeout(self.timeout, self.stream.write_all(&self.out)).await?;
         self.out.clear();
         Ok(())
     }
@@ -88,7 +86,7 @@ impl Client {
                     return Err(protocol("reply line longer than 64 KiB".into()));
                 }
                 self.input.resize(old + 4096, 0);
-                let n = self.stream.read(&mut self.input[old..]).await;
+                let n = rt::timeout(self.timeout, self.stream.read(&mut self.input[old..])).await;
                 let n = match n {
                     Ok(n) => n,
                     Err(e) => {
@@ -214,8 +212,8 @@ impl Client {
             return self.flush().await;
         }
         self.flush().await?;
-        self.stream.write_all(data).await?;
-        self.stream.write_all(tail).await
+        rt::timeout(self.timeout, self.stream.write_all(data)).await?;
+        rt::timeout(self.timeout, self.stream.write_all(tail)).await
     }
 
     /// RSET after a refused transaction.
@@ -231,7 +229,6 @@ impl Client {
         if self.flush().await.is_ok() {
             let _ = self.reply().await;
         }
-        let _ = self.stream.close().await;
     }
 }
 

@@ -5,6 +5,7 @@
 //! prints progress, and prints the report. The load itself is in `run`.
 
 mod client;
+mod rt;
 mod run;
 mod stats;
 mod workload;

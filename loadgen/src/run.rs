@@ -1,5 +1,6 @@
-//! Running a load: one glommio executor per core, connections spread over
-//! them, closed or open loop, bounded in messages and time.
+//! Running a load: one thread per core, each with its own event loop
+//! (`rt`), connections spread over them, closed or open loop, bounded in
+//! messages and time.
 //!
 //! Why it exists: the generator must never be the bottleneck, so it is
 //! built like the server (thread-per-core, async connections, nothing
@@ -7,16 +8,15 @@
 //! from each message's intended start, so a slow server cannot hide its
 //! queueing delay (no coordinated omission).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
-
 use crate::client::{Client, Mode, Outcome};
+use crate::rt;
 use crate::stats::{CoreStats, Live};
 use crate::workload::{message_header, SizeSpec, Workload};
 
@@ -82,10 +82,15 @@ pub fn run(settings: Arc<Settings>, shared: Arc<Shared>) -> anyhow::Result<(Core
         let conns: Vec<usize> = (0..settings.connections)
             .filter(|i| i % cores == k)
             .collect();
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("loadgen-{k}"))
-            .spawn(move || core_main(k, conns, settings, shared))
-            .map_err(|e| anyhow::anyhow!("cannot start a load executor on cpu {cpu}: {e}"))?;
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{k}"))
+            .spawn(move || {
+                pin_to(cpu);
+                let result = core_main(k, conns, settings, shared.clone());
+                shared.running.fetch_sub(1, Ordering::Relaxed);
+                result
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start a load thread: {e}"))?;
         handles.push(h);
     }
     let mut total = CoreStats::new();
@@ -93,56 +98,72 @@ pub fn run(settings: Arc<Settings>, shared: Arc<Shared>) -> anyhow::Result<(Core
     for h in handles {
         let (stats, done) = h
             .join()
-            .map_err(|_| anyhow::anyhow!("a load executor panicked"))?;
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?
+            .map_err(|e| anyhow::anyhow!("the load thread's event loop failed: {e}"))?;
         total.merge(&stats);
         last = last.max(done);
     }
     Ok((total, last.saturating_duration_since(shared.warm_end)))
 }
 
+/// Pins the calling thread to `cpu` (best effort: a failure only costs
+/// locality).
+fn pin_to(cpu: usize) {
+    // SAFETY: the set is a zeroed local that CPU_SET fills in; the call
+    // reads it for its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 /// One core: its connections, its stats, a ticker for live p99.
-async fn core_main(
+fn core_main(
     k: usize,
     conns: Vec<usize>,
     settings: Arc<Settings>,
     shared: Arc<Shared>,
-) -> (CoreStats, Instant) {
+) -> std::io::Result<(CoreStats, Instant)> {
     let workload = Rc::new(Workload::new(&settings.size));
     let stats = Rc::new(RefCell::new(CoreStats::new()));
     let last = Rc::new(RefCell::new(shared.warm_end));
-    let ticker = {
-        let (stats, shared) = (stats.clone(), shared.clone());
-        glommio::spawn_local(async move {
-            while !shared.finished() {
-                glommio::timer::sleep(Duration::from_millis(500)).await;
-                let p99 = stats.borrow().eod.value_at_quantile(0.99);
-                shared.lives[k].p99_us.store(p99, Ordering::Relaxed);
+    let open = Rc::new(Cell::new(conns.len()));
+    {
+        let (stats, shared, last, open) =
+            (stats.clone(), shared.clone(), last.clone(), open.clone());
+        rt::run(async move {
+            {
+                let (stats, shared, open) = (stats.clone(), shared.clone(), open.clone());
+                rt::spawn(async move {
+                    while !shared.finished() && open.get() > 0 {
+                        rt::sleep(Duration::from_millis(200)).await;
+                        let p99 = stats.borrow().eod.value_at_quantile(0.99);
+                        shared.lives[k].p99_us.store(p99, Ordering::Relaxed);
+                    }
+                });
             }
-        })
-    };
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|c| {
-            let ctx = Conn {
-                core: k,
-                index: c,
-                settings: settings.clone(),
-                shared: shared.clone(),
-                workload: workload.clone(),
-                stats: stats.clone(),
-                last: last.clone(),
-            };
-            glommio::spawn_local(ctx.run())
-        })
-        .collect();
-    for t in tasks {
-        t.await;
+            for c in conns {
+                let ctx = Conn {
+                    core: k,
+                    index: c,
+                    settings: settings.clone(),
+                    shared: shared.clone(),
+                    workload: workload.clone(),
+                    stats: stats.clone(),
+                    last: last.clone(),
+                };
+                let open = open.clone();
+                rt::spawn(async move {
+                    ctx.run().await;
+                    open.set(open.get() - 1);
+                });
+            }
+        })?;
     }
-    shared.running.fetch_sub(1, Ordering::Relaxed);
-    drop(ticker);
     let done = *last.borrow();
     let stats = std::mem::replace(&mut *stats.borrow_mut(), CoreStats::new());
-    (stats, done)
+    Ok((stats, done))
 }
 
 /// One connection's loop.
@@ -180,7 +201,7 @@ impl Conn {
                 }
                 Err(e) => {
                     self.connection_error(live, &e);
-                    glommio::timer::sleep(backoff).await;
+                    rt::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
@@ -195,7 +216,7 @@ impl Conn {
                 if let Some(at) = intended {
                     let now = Instant::now();
                     if at > now {
-                        glommio::timer::sleep(at - now).await;
+                        rt::sleep(at - now).await;
                     }
                 }
                 let started = intended.unwrap_or_else(Instant::now);
