@@ -247,11 +247,13 @@ fn real_main(o: &Opt) -> Result<bool> {
         std::thread::spawn(move || {
             let mut last = 0u64;
             let started = Instant::now();
+            let mut next_tick = started + Duration::from_secs(1);
             while shared.running.load(Ordering::Relaxed) > 0 {
-                std::thread::sleep(Duration::from_millis(200));
-                if !progress || started.elapsed().as_millis() % 1000 > 200 {
+                std::thread::sleep(Duration::from_millis(100));
+                if !progress || Instant::now() < next_tick {
                     continue;
                 }
+                next_tick += Duration::from_secs(1);
                 let sent: u64 = shared
                     .lives
                     .iter()
