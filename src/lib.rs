@@ -12,6 +12,7 @@
 //!   connections, shutdown.
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
+//! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
 pub mod config;
 pub mod scan;
@@ -19,3 +20,4 @@ pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod tools;
+pub mod tune;

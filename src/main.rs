@@ -32,6 +32,23 @@ enum Command {
     /// Inspect a spool without a running server.
     #[command(subcommand)]
     Spool(SpoolCommand),
+    /// Check this host's settings for an ingest node.
+    #[command(subcommand)]
+    Tune(TuneCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TuneCommand {
+    /// Read kernel and process limits and say what to change (exit 1 if
+    /// anything should change).
+    Check {
+        /// Where the spool will live (its file system is checked).
+        #[arg(long, default_value = "./spool")]
+        spool: std::path::PathBuf,
+        /// Connections per core to plan descriptors for.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +64,12 @@ fn main() -> ExitCode {
             .and_then(|config| sluice::server::serve(config, verbosity))
             .map(|()| true),
         Command::Spool(cmd) => sluice::tools::run(cmd),
+        Command::Tune(TuneCommand::Check {
+            spool,
+            max_connections,
+        }) => Ok(sluice::tune::print_report(&sluice::tune::advise(
+            &sluice::tune::read_facts(&spool, max_connections),
+        ))),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
