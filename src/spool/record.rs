@@ -103,7 +103,8 @@ pub enum Step {
     /// A whole, checked record starting at `offset`; the payload is in
     /// [`RecordReader::payload`].
     Record { kind: Kind, offset: u64 },
-    /// Clean end of the segment.
+    /// Clean end of the records (end of file, or the zero-filled space
+    /// the writer prepares ahead of them).
     End,
     /// Damage at `offset`: nothing from here on can be trusted.
     Damaged { offset: u64, damage: Damage },
@@ -141,7 +142,9 @@ impl<R: Read> RecordReader<R> {
         let at = self.offset;
         let mut head = [0u8; HEADER_LEN];
         let got = read_full(&mut self.input, &mut head)?;
-        if got == 0 {
+        // The writer keeps zeroes ahead of the records: an all-zero header
+        // is where the records end.
+        if got == 0 || head[..got].iter().all(|&b| b == 0) {
             return Ok(Step::End);
         }
         let damaged = |damage| Ok(Step::Damaged { offset: at, damage });

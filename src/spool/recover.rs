@@ -57,21 +57,22 @@ pub fn recover_core(dir: &Path) -> io::Result<Recovery> {
                 segment,
                 path,
                 file_len,
+                data_end,
                 last_commit_end,
-                ..
-            } => ends.push((segment, path, file_len, last_commit_end)),
+            } => ends.push((segment, path, file_len, data_end, last_commit_end)),
         }
         Ok(())
     })?;
-    if let Some((segment, path, file_len, last_commit_end)) = ends.pop() {
+    if let Some((segment, path, file_len, data_end, last_commit_end)) = ends.pop() {
         r.next_segment = segment + 1;
         if file_len > last_commit_end {
             // Everything after the last commit in the newest segment was
-            // never acknowledged: a torn record or orphaned chunks.
+            // never acknowledged: a torn record, orphaned chunks, or the
+            // zeroes the writer had prepared (those are not counted).
             let f = OpenOptions::new().write(true).open(&path)?;
             f.set_len(last_commit_end)?;
             f.sync_all()?;
-            r.dropped_bytes = file_len - last_commit_end;
+            r.dropped_bytes = data_end.saturating_sub(last_commit_end);
             // The problem (if any) was in the tail just cut; don't report it.
             let tail = format!("segment {segment} ");
             r.problems.retain(|p| !p.starts_with(&tail));

@@ -102,13 +102,15 @@ pub enum Event {
         offset: u64,
         what: String,
     },
-    /// A segment ended. `good_len` is where its valid records end and
-    /// `last_commit_end` where its last commit record ends (0 if none).
+    /// A segment ended. `data_end` is where its last non-zero octet ends
+    /// (the records, plus any damaged or torn bytes after them; zeroes the
+    /// writer prepared ahead do not count) and `last_commit_end` where its
+    /// last commit record ends (0 if none).
     SegmentEnd {
         segment: u64,
         path: PathBuf,
         file_len: u64,
-        good_len: u64,
+        data_end: u64,
         last_commit_end: u64,
     },
 }
@@ -121,10 +123,12 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
         let file_len = file.metadata()?.len();
         let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
         let mut last_commit_end = 0;
+        let mut damaged = false;
         loop {
             match reader.read_next()? {
                 Step::End => break,
                 Step::Damaged { offset, damage } => {
+                    damaged = true;
                     f(Event::Problem {
                         segment,
                         offset,
@@ -180,15 +184,45 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                 }
             }
         }
+        let records_end = reader.offset();
+        let data_end = nonzero_end(&path, records_end)?;
+        if !damaged && data_end > records_end {
+            f(problem(
+                segment,
+                records_end,
+                &format!(
+                    "unexpected non-zero bytes after the last record, up to offset {data_end}"
+                ),
+            ))?;
+        }
         f(Event::SegmentEnd {
             segment,
             path,
             file_len,
-            good_len: reader.offset(),
+            data_end,
             last_commit_end,
         })?;
     }
     Ok(())
+}
+
+/// The end of the last non-zero octet in `path` at or after `from`
+/// (`from` itself when everything after it is zero).
+fn nonzero_end(path: &Path, from: u64) -> io::Result<u64> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut end = from;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + last as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
 }
 
 fn problem(segment: u64, offset: u64, what: &str) -> Event {
