@@ -10,6 +10,9 @@ Servers:
   smtp-sink     Postfix smtp-sink: discards mail, no disk (protocol bound)
   postfix       a private Postfix instance: smtpd + cleanup + queue file
                 fsync()ed before the 250, messages put on hold
+  haraka        Haraka (Node.js, one worker per CPU) with this folder's
+                haraka/durable_queue.js: one file per message, fsync()ed
+                and renamed before the 250
 
 Run through benches/peers.sh, which installs and builds what is needed.
 Every load is bounded (--duration) and the whole grid finishes in minutes.
@@ -169,6 +172,49 @@ biff = no
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class Haraka:
+    name = "haraka"
+    pkg = os.path.join(ROOT, "target", "peers-haraka", "node_modules", "Haraka")
+
+    def __init__(self, port, workdir, cores):
+        self.port = port
+        self.base = os.path.join(workdir, "haraka")
+        self.proc = None
+
+    def start(self):
+        shutil.rmtree(self.base, ignore_errors=True)
+        config, plugins = os.path.join(self.base, "config"), os.path.join(self.base, "plugins")
+        os.makedirs(config)
+        os.makedirs(plugins)
+        files = {
+            "smtp.ini": f"listen=127.0.0.1:{self.port}\nnodes=cpus\ninactivity_timeout=300\nforce_shutdown_timeout=5\n",
+            "log.ini": "[main]\nlevel=warn\ntimestamps=false\n",
+            "me": "peer-haraka.localdomain\n",
+            "host_list": "example.test\n",
+            "plugins": "no_rdns\nrcpt_to.in_host_list\ndurable_queue\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(config, name), "w") as f:
+                f.write(text)
+        with open(os.path.join(self.pkg, "config", "connection.ini")) as f:
+            conn = "".join("bytes=67108864\n" if l.startswith("bytes=") else l for l in f)
+        with open(os.path.join(config, "connection.ini"), "w") as f:
+            f.write(conn)
+        here = os.path.dirname(os.path.abspath(__file__))
+        for js in ("durable_queue.js", "no_rdns.js"):
+            shutil.copy(os.path.join(here, "haraka", js), plugins)
+        env = dict(os.environ, SLUICE_PEER_SPOOL=os.path.join(self.base, "spool"))
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(self.pkg, "bin", "haraka"), "-c", self.base],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, 60)
+        time.sleep(1)  # let every worker start listening
+
+    def stop(self):
+        stop_process(self.proc)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 def load(port, size, sessions, seconds, cores):
     args = [LOADGEN, "--target", f"127.0.0.1:{port}", "--connections", str(sessions),
             "--size", size, "--duration", f"{seconds}s", "--warmup", "1s",
@@ -182,14 +228,18 @@ def load(port, size, sessions, seconds, cores):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5, help="measured seconds per cell")
-    ap.add_argument("--servers", default="sluice,smtp-sink,postfix")
+    ap.add_argument("--servers", default="sluice,smtp-sink,postfix,haraka")
     ap.add_argument("--sizes", default="1k,64k,1m,realistic")
     ap.add_argument("--sessions", default="1,50")
     ap.add_argument("--server-cores", default="", help="--cores for sluice (default all)")
     ap.add_argument("--loadgen-cores", default="", help="--cores for sluice-loadgen (default all)")
     a = ap.parse_args()
-    kinds = {"sluice": Sluice, "smtp-sink": SmtpSink, "postfix": Postfix}
+    kinds = {"sluice": Sluice, "smtp-sink": SmtpSink, "postfix": Postfix, "haraka": Haraka}
     names = a.servers.split(",")
+    if "haraka" in names and not os.path.exists(os.path.join(Haraka.pkg, "bin", "haraka")):
+        print("peers: Haraka is not installed (benches/peers.sh installs it with npm); skipping it",
+              file=sys.stderr)
+        names.remove("haraka")
     for n in names:
         if n not in kinds:
             raise SystemExit(f"peers: unknown server {n!r}; choose from {', '.join(kinds)}")
