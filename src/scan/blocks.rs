@@ -26,67 +26,47 @@ pub fn masks(block: &[u8; 64]) -> Masks {
     unsafe { masks_sse2(block) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-#[inline]
-fn masks_sse2(block: &[u8; 64]) -> Masks {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+/// One x86_64 mask function: `$lanes`-octet vectors, `64 / $lanes` loads
+/// per block, each compared with CR, LF and `.` and turned into bits.
+macro_rules! x86_masks {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $bits:ty,
+     $vec:ident, $load:ident, $set1:ident, $cmpeq:ident, $movemask:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("The CPU must support ", $feature, ".")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[inline]
+        pub unsafe fn $name(block: &[u8; 64]) -> Masks {
+            use std::arch::x86_64::{$vec, $cmpeq, $load, $movemask, $set1};
+            let (cr_v, lf_v, dot_v) = ($set1(b'\r' as i8), $set1(b'\n' as i8), $set1(b'.' as i8));
+            let mut m = Masks { cr: 0, lf: 0, dot: 0 };
+            for k in 0..64 / $lanes {
+                // SAFETY: `block` is 64 octets and `(k + 1) * $lanes <= 64`,
+                // so the unaligned load stays inside it.
+                let v = unsafe { $load(block.as_ptr().add(k * $lanes).cast::<$vec>()) };
+                let bits = |needle| u64::from($movemask($cmpeq(v, needle)) as $bits) << ($lanes * k);
+                m.cr |= bits(cr_v);
+                m.lf |= bits(lf_v);
+                m.dot |= bits(dot_v);
+            }
+            m
+        }
     };
-    let (cr_v, lf_v, dot_v) = (
-        _mm_set1_epi8(b'\r' as i8),
-        _mm_set1_epi8(b'\n' as i8),
-        _mm_set1_epi8(b'.' as i8),
-    );
-    let mut m = Masks {
-        cr: 0,
-        lf: 0,
-        dot: 0,
-    };
-    for k in 0..4 {
-        // SAFETY: `block` is 64 octets and `k * 16 + 16 <= 64`, so the
-        // 16-octet unaligned load stays inside it.
-        let v = unsafe { _mm_loadu_si128(block.as_ptr().add(k * 16).cast::<__m128i>()) };
-        m.cr |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, cr_v)) as u16) << (16 * k);
-        m.lf |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf_v)) as u16) << (16 * k);
-        m.dot |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, dot_v)) as u16) << (16 * k);
-    }
-    m
 }
 
-/// Masks for the 64 octets of `block` with AVX2 (two 32-octet compares
-/// per byte instead of four).
-///
-/// # Safety
-///
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-pub unsafe fn masks_avx2(block: &[u8; 64]) -> Masks {
-    use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
-    };
-    let (cr_v, lf_v, dot_v) = (
-        _mm256_set1_epi8(b'\r' as i8),
-        _mm256_set1_epi8(b'\n' as i8),
-        _mm256_set1_epi8(b'.' as i8),
-    );
-    let mut m = Masks {
-        cr: 0,
-        lf: 0,
-        dot: 0,
-    };
-    for k in 0..2 {
-        // SAFETY: `block` is 64 octets and `k * 32 + 32 <= 64`, so the
-        // 32-octet unaligned load stays inside it.
-        let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(k * 32).cast::<__m256i>()) };
-        m.cr |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, cr_v)) as u32) << (32 * k);
-        m.lf |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, lf_v)) as u32) << (32 * k);
-        m.dot |= u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, dot_v)) as u32) << (32 * k);
-    }
-    m
-}
+x86_masks!(
+    /// Masks with SSE2: four 16-octet compares per byte.
+    masks_sse2, "sse2", 16, u16,
+    __m128i, _mm_loadu_si128, _mm_set1_epi8, _mm_cmpeq_epi8, _mm_movemask_epi8
+);
+x86_masks!(
+    /// Masks with AVX2: two 32-octet compares per byte.
+    masks_avx2, "avx2", 32, u32,
+    __m256i, _mm256_loadu_si256, _mm256_set1_epi8, _mm256_cmpeq_epi8, _mm256_movemask_epi8
+);
 
 /// Masks for the 64 octets of `block` (portable fallback).
 #[cfg(not(target_arch = "x86_64"))]
