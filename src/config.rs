@@ -41,7 +41,7 @@ pub const DEFAULT_MESSAGE_MEMORY: usize = 256 << 10;
 pub const DEFAULT_SHUTDOWN_GRACE: u64 = 30;
 
 /// The flags of `sluice serve`. Every one can also be set in the file
-/// given with `--config` (same names, with `_` for `-`).
+/// given with `--config`, under the same names (`max-recipients = 50`).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
