@@ -186,11 +186,14 @@ pub async fn run(
     shard.writer.close();
     let _ = writer_task.await;
     if verbosity >= 0 {
+        let w = shard.writer.stats();
         eprintln!(
-            "sluice: core {core} stopped: {} connections, {} messages, {} bytes",
+            "sluice: core {core} stopped: {} connections, {} messages, {} bytes, {} spool syncs ({:.1} messages per sync)",
             shard.stats.accepted.get(),
             shard.stats.messages.get(),
-            shard.stats.bytes.get()
+            shard.stats.bytes.get(),
+            w.syncs,
+            w.commits as f64 / w.syncs.max(1) as f64
         );
     }
 }
