@@ -309,7 +309,9 @@ impl Connection {
                 self.input.extend_from_slice(&m.arena[pos..filled]);
                 break;
             }
-            if m.arena.len() - filled < READ_CHUNK {
+            // Over the budget, or no room for a full read: stream what is
+            // stored so far to the spool as a chunk.
+            if m.out >= self.shard.config.message_memory || m.arena.len() - filled < READ_CHUNK {
                 // Only the (at most two octet) gap between body and input
                 // must survive the slide; its contents do not matter.
                 let gap = pos - m.out;
@@ -429,10 +431,11 @@ impl Connection {
     async fn keep_chunk_bytes(&mut self, m: &mut Inflight, from: std::ops::Range<usize>) {
         let mut from = from;
         while !from.is_empty() {
-            if m.out == m.arena.len() {
+            let budget = self.shard.config.message_memory;
+            if m.out >= budget {
                 self.spill(m).await;
             }
-            let n = from.len().min(m.arena.len() - m.out);
+            let n = from.len().min(budget - m.out);
             m.arena[m.out..m.out + n].copy_from_slice(&self.input[from.start..from.start + n]);
             m.out += n;
             m.body += n as u64;

@@ -472,3 +472,51 @@ fn export_to_mbox_and_maildir() {
     let (code, _) = spool_tool(&s.spool, &["export", "--format", "maildir"]);
     assert_eq!(code, 2, "maildir without --out is an error");
 }
+
+#[test]
+fn streamed_message_spanning_many_segments_is_read_back_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let flags = ["--segment-size", "64K", "--message-memory", "16K"];
+    let mut s = Server::start_on(&spool, &flags);
+    let mut c = s.connect();
+    // ~600 KiB: dozens of 16 KiB chunks over about ten 64 KiB segments,
+    // with a small message committed in between on another connection.
+    let big = body("spanning", 11_000);
+    c.open_data();
+    c.send(&big[..big.len() / 2]);
+    let mut other = s.connect();
+    let small = queued_id(&other.send_mail("a@x.test", "b@y.test", b"between\r\n"));
+    c.send(&big[big.len() / 2..]);
+    c.send(b".\r\n");
+    let id = queued_id(&c.reply());
+    // The same through BDAT, in three chunks of ~200 KiB.
+    c.code("MAIL FROM:<a@x.test>");
+    c.code("RCPT TO:<b@y.test>");
+    let chunks: Vec<&[u8]> = big.chunks(big.len() / 3 + 1).collect();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let last = if k + 1 == chunks.len() { " LAST" } else { "" };
+        c.send(format!("BDAT {}{last}\r\n", chunk.len()).as_bytes());
+        c.send(chunk);
+        if last.is_empty() {
+            assert_eq!(code_of(&c.reply()), 250);
+        }
+    }
+    let bdat_id = queued_id(&c.reply());
+    c.code("QUIT");
+    other.code("QUIT");
+    assert_eq!(s.terminate(), Some(0));
+    let segments = std::fs::read_dir(spool.join("core-0")).unwrap().count();
+    assert!(segments >= 6, "only {segments} segments");
+    let check = |spool: &std::path::Path| {
+        let stored = exported(spool);
+        assert_eq!(without_trace(&stored[&id].1), &big[..]);
+        assert_eq!(without_trace(&stored[&bdat_id].1), &big[..]);
+        assert_eq!(without_trace(&stored[&small].1), b"between\r\n");
+        assert_eq!(spool_tool(spool, &["verify"]).0, 0);
+    };
+    check(&spool);
+    let s2 = Server::start_on(&spool, &flags);
+    assert!(s2.log().contains("recovered 3 messages"), "{}", s2.log());
+    check(&spool);
+}
