@@ -282,3 +282,41 @@ fn line_end_shapes_at_every_offset_in_dot_free_text() {
         }
     }
 }
+
+/// A dot-stuffed line exactly at a line limit (over it if the dot were
+/// counted), at every offset of a long body, so it meets every position in
+/// a block: first line carried in, a line inside, the last line.
+#[test]
+fn stuffed_line_at_the_limit_at_every_offset() {
+    for limit in [MAX_LINE, 70] {
+        let mut line = b"..".to_vec();
+        line.extend(std::iter::repeat_n(b'x', limit - 3));
+        line.extend_from_slice(b"\r\n"); // `limit` octets once unstuffed
+        for pad in 0..200 {
+            let mut body = Vec::new();
+            for k in 0..pad {
+                body.push(b'a' + (k % 7) as u8);
+                if k % 13 == 12 {
+                    body.extend_from_slice(b"\r\n");
+                }
+            }
+            body.extend_from_slice(b"\r\n");
+            for _ in 0..3 {
+                body.extend_from_slice(&line);
+                body.extend_from_slice(b"short\r\n");
+            }
+            // Room for the block path, in lines short enough that only a
+            // miscounted dotted line could set the long-line flag.
+            for _ in 0..20 {
+                body.extend_from_slice(b"zzzzzzzz\r\n");
+            }
+            body.extend_from_slice(b".\r\n");
+            let reference = naive::scan(&body, limit);
+            assert!(
+                !reference.flags.long_line,
+                "the test body itself is within {limit}"
+            );
+            check(&body, &[]);
+        }
+    }
+}
