@@ -105,11 +105,6 @@ impl DataScanner {
         self.flags
     }
 
-    /// Whether the terminator has been seen.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Scans `buf[input..]` and writes the unstuffed body to `buf[out..]`.
     ///
     /// The caller keeps two cursors into one buffer: where the body ends
@@ -201,7 +196,7 @@ impl DataScanner {
                     line_from = i;
                     if i + 1 < end && w.buf[i] == b'\r' && w.buf[i + 1] == b'\n' {
                         self.state = State::Done;
-                        return w.finish_terminated(i + 2);
+                        return w.finish_at(i + 2, true);
                     }
                     if i == end {
                         self.state = State::Dot;
@@ -415,6 +410,9 @@ impl Writer<'_> {
         self.out += 1;
     }
 
+    /// Ends the call at `consumed`. Without the terminator the pending
+    /// body octets are moved down first; with it they were flushed before
+    /// the terminating dot, and nothing after it is body.
     fn finish_at(mut self, consumed: usize, done: bool) -> Progress {
         if !done {
             self.flush(consumed);
@@ -423,16 +421,6 @@ impl Writer<'_> {
             out: self.out,
             consumed,
             done,
-        }
-    }
-
-    /// The terminator ended at `consumed`; body bytes were flushed before
-    /// the dot, so nothing more is body.
-    fn finish_terminated(self, consumed: usize) -> Progress {
-        Progress {
-            out: self.out,
-            consumed,
-            done: true,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! order or state.
 
 use super::path::{check_address_literal, check_domain, parse_path, Mailbox, PathError};
-use super::reply::{self, Reply};
+use super::reply;
 
 /// The BODY= parameter of MAIL (RFC 6152).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,15 +78,6 @@ impl ParseError {
             ParseError::UnknownParameter(p) => {
                 reply::UNKNOWN_PARAMETER.write_with(out, format_args!("{p}"))
             }
-        }
-    }
-
-    /// The reply this error maps to (code and status only).
-    pub fn reply(&self) -> Reply {
-        match self {
-            ParseError::Unrecognized => reply::UNRECOGNIZED,
-            ParseError::Syntax(_) => reply::SYNTAX_ARGS,
-            ParseError::UnknownParameter(_) => reply::UNKNOWN_PARAMETER,
         }
     }
 }

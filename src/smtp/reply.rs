@@ -28,21 +28,33 @@ impl Reply {
         write_line(out, self.code, self.status, self.text, true);
     }
 
-    /// Appends this reply with an extra detail after its text.
+    /// Appends this reply with an extra detail after its text, formatted
+    /// straight into `out` (no allocation: this is the per-message
+    /// `250 ... queued as <id>`).
     pub fn write_with(&self, out: &mut Vec<u8>, detail: std::fmt::Arguments<'_>) {
-        let mut text = String::with_capacity(64);
-        let _ = std::fmt::write(&mut text, format_args!("{} {}", self.text, detail));
-        write_line(out, self.code, self.status, &text, true);
-    }
-
-    /// Whether this is a positive completion reply (2xx).
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
+        write_line_fmt(
+            out,
+            self.code,
+            self.status,
+            format_args!("{} {}", self.text, detail),
+            true,
+        );
     }
 }
 
 /// Appends one reply line `CODE[-| ]STATUS TEXT\r\n`, cut to 512 octets.
 pub fn write_line(out: &mut Vec<u8>, code: u16, status: &str, text: &str, last: bool) {
+    write_line_fmt(out, code, status, format_args!("{text}"), last);
+}
+
+/// [`write_line`] with formatted text.
+fn write_line_fmt(
+    out: &mut Vec<u8>,
+    code: u16,
+    status: &str,
+    text: std::fmt::Arguments<'_>,
+    last: bool,
+) {
     let start = out.len();
     let sep = if last { ' ' } else { '-' };
     let _ = if status.is_empty() {
@@ -150,6 +162,17 @@ mod tests {
         let mut out = Vec::new();
         write_multiline(&mut out, 250, "", &["mx.example", "PIPELINING", "SIZE 10"]);
         assert_eq!(out, b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    #[test]
+    fn detail_follows_the_text_and_is_cut_like_any_reply() {
+        let mut out = Vec::new();
+        QUEUED.write_with(&mut out, format_args!("{}", "0123abcd"));
+        assert_eq!(out, b"250 2.0.0 Ok: queued as 0123abcd\r\n");
+        out.clear();
+        SYNTAX_ARGS.write_with(&mut out, format_args!("{}", "x".repeat(600)));
+        assert_eq!(out.len(), MAX_REPLY_LINE);
+        assert!(out.ends_with(b"xx\r\n"));
     }
 
     #[test]
