@@ -125,10 +125,7 @@ fn smuggling_payloads_do_not_end_data_and_are_rejected() {
         ("LF.CRLF", b"a\n.\r\nMAIL FROM:<evil@x.test>\r\n"),
     ] {
         let mut c = s.connect();
-        c.code("EHLO client.test");
-        c.code("MAIL FROM:<a@x.test>");
-        c.code("RCPT TO:<b@y.test>");
-        assert_eq!(c.code("DATA"), 354);
+        c.open_data();
         c.send(payload);
         c.send(b"\r\n.\r\n");
         let reply = c.reply();
@@ -207,9 +204,7 @@ fn bare_lf_command_is_refused() {
 fn bdat_in_several_chunks_is_stored_byte_exact() {
     let s = Server::start(&[]);
     let mut c = s.connect();
-    c.code("EHLO client.test");
-    c.code("MAIL FROM:<a@x.test>");
-    c.code("RCPT TO:<b@y.test>");
+    c.open_transaction();
     c.send(b"BDAT 6\r\n.\r\n\0\r\n");
     assert_eq!(c.reply(), "250 2.0.0 Chunk received, octets: 6\r\n");
     c.send(b"BDAT 0 LAST\r\n");

@@ -303,9 +303,7 @@ fn segments_roll_over_at_the_configured_size() {
 fn large_message_streams_to_the_spool_with_bounded_memory() {
     let s = Server::start(&["--max-message-size", "200M"]);
     let mut c = s.connect();
-    c.code("EHLO client.test");
-    c.code("MAIL FROM:<a@x.test>");
-    c.code("RCPT TO:<b@y.test>");
+    c.open_transaction();
     c.code("DATA");
     let before = proc_status_kib(s.child.id(), "VmHWM");
     let line = format!("{}\r\n", "z".repeat(998)).into_bytes();
@@ -421,17 +419,7 @@ fn export_to_mbox_and_maildir() {
     ));
     let out = tempfile::tempdir().unwrap();
     let mbox = out.path().join("out.mbox");
-    let (code, _) = spool_tool(
-        &s.spool,
-        &[
-            "export",
-            "--format",
-            "mbox",
-            "--out",
-            mbox.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0);
+    assert_eq!(export_to(&s.spool, "mbox", &mbox), 0);
     let text = std::fs::read_to_string(&mbox).unwrap();
     assert!(text.starts_with("From a@x.test "), "{text}");
     assert!(
@@ -439,17 +427,7 @@ fn export_to_mbox_and_maildir() {
         "{text}"
     );
     let md = out.path().join("Maildir");
-    let (code, _) = spool_tool(
-        &s.spool,
-        &[
-            "export",
-            "--format",
-            "maildir",
-            "--out",
-            md.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0);
+    assert_eq!(export_to(&s.spool, "maildir", &md), 0);
     let files: Vec<_> = std::fs::read_dir(md.join("new"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -186,11 +186,16 @@ impl Client {
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
 
-    /// EHLO, MAIL, one RCPT and DATA (answered 354): ready for a body.
-    pub fn open_data(&mut self) {
+    /// EHLO, MAIL and one RCPT, each answered 250: ready for DATA or BDAT.
+    pub fn open_transaction(&mut self) {
         assert_eq!(self.code("EHLO client.test"), 250);
         assert_eq!(self.code("MAIL FROM:<a@x.test>"), 250);
         assert_eq!(self.code("RCPT TO:<b@y.test>"), 250);
+    }
+
+    /// [`Client::open_transaction`] and DATA (answered 354): ready for a body.
+    pub fn open_data(&mut self) {
+        self.open_transaction();
         assert_eq!(self.code("DATA"), 354);
     }
 
@@ -230,6 +235,15 @@ pub fn spool_tool(spool: &Path, args: &[&str]) -> (i32, Vec<u8>) {
         .output()
         .unwrap();
     (out.status.code().unwrap_or(-1), out.stdout)
+}
+
+/// `sluice spool export --format FORMAT --out OUT`; returns the exit code.
+pub fn export_to(spool: &Path, format: &str, out: &Path) -> i32 {
+    spool_tool(
+        spool,
+        &["export", "--format", format, "--out", out.to_str().unwrap()],
+    )
+    .0
 }
 
 /// Every message in the spool: id → (envelope JSON, stored bytes).
