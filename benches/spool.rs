@@ -46,6 +46,7 @@ fn run_round(durability: Durability, size: usize, iters: u64) -> (Duration, (u64
                     durability,
                 },
                 None,
+                Default::default(),
             );
             let task = glommio::spawn_local(writer.clone().run(1));
             let body = Rc::new(vec![b'x'; size]);

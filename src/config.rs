@@ -130,6 +130,12 @@ pub struct ServeArgs {
     /// Default 30.
     #[arg(long, value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check
+    /// at /healthz (plain HTTP: keep it on a private address). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// The validated configuration.
@@ -167,6 +173,8 @@ pub struct Config {
     pub message_memory: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -208,6 +216,7 @@ impl ServeArgs {
             segment_size: self.segment_size.or(file.segment_size),
             message_memory: self.message_memory.or(file.message_memory),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            metrics: self.metrics.or(file.metrics),
         }
     }
 
@@ -224,6 +233,12 @@ impl ServeArgs {
             })?;
             listen.push(addr);
         }
+        let metrics = match &self.metrics {
+            Some(m) => Some(m.parse::<SocketAddr>().with_context(|| {
+                format!("--metrics {m:?}: expected IP:PORT, like 127.0.0.1:9325")
+            })?),
+            None => None,
+        };
         let mut accept_domains = Vec::new();
         for d in &self.accept_domain {
             crate::smtp::path::check_domain(d)
@@ -307,6 +322,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(
                 self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             ),
+            metrics,
         })
     }
 }

@@ -11,10 +11,12 @@
 //! - [`server`]: one pinned glommio executor per core, listeners,
 //!   connections, shutdown.
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
+//! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
 pub mod config;
+pub mod metrics;
 pub mod scan;
 pub mod server;
 pub mod smtp;

@@ -214,6 +214,7 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.shard.metrics.count_replies(&self.out);
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
         r.map_err(End::Error)
@@ -471,9 +472,8 @@ impl Connection {
             Ok(id) => {
                 self.messages += 1;
                 self.bytes += total;
-                let stats = &self.shard.stats;
-                stats.messages.set(stats.messages.get() + 1);
-                stats.bytes.set(stats.bytes.get() + total);
+                self.shard.metrics.messages.add(1);
+                self.shard.metrics.bytes.add(total);
                 if self.shard.verbosity > 0 {
                     eprintln!("sluice: stored {id} from {} ({total} bytes)", self.peer);
                 }

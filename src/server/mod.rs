@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::metrics::CoreMetrics;
 use crate::spool::recover::recover_core;
 use crate::spool::walk::core_dir;
 use crate::spool::Durability;
@@ -55,6 +56,14 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 
+    let metrics: Vec<Arc<CoreMetrics>> = config.cpus.iter().map(|_| Arc::default()).collect();
+    let metrics_addr = match config.metrics {
+        Some(addr) => Some(
+            crate::metrics::http::spawn(addr, metrics.clone())
+                .with_context(|| format!("--metrics {addr}: cannot serve metrics there"))?,
+        ),
+        None => None,
+    };
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -72,10 +81,11 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
             eprintln!("sluice: core {core}: WARNING: damaged spool record left in place: {p} (see `sluice spool verify`)");
         }
         let (cfg, flag, tx) = (config.clone(), flag.clone(), ready_tx.clone());
+        let core_metrics = metrics[core].clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("sluice-core-{core}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(core, cfg, recovery, flag, verbosity, tx))
+            .spawn(move || shard::run(core, cfg, core_metrics, recovery, flag, verbosity, tx))
             .map_err(std::io::Error::from)
             .with_context(|| {
                 format!("cannot start the executor for core {core} on cpu {cpu} (is io_uring allowed, and RLIMIT_MEMLOCK at least 1 MiB? see tuning/)")
@@ -101,6 +111,9 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
             config.cpus.len(),
             config.spool.display()
         );
+        if let Some(addr) = metrics_addr {
+            eprintln!("sluice: metrics at http://{addr}/metrics, health at http://{addr}/healthz");
+        }
     }
     for h in handles {
         if h.join().is_err() {

@@ -11,8 +11,9 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::panic::AssertUnwindSafe;
 
@@ -24,6 +25,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::connection;
 use super::shutdown::Shutdown;
 use crate::config::Config;
+use crate::metrics::CoreMetrics;
 use crate::smtp::{reply, SessionConfig};
 use crate::spool::recover::Recovery;
 use crate::spool::walk::core_dir;
@@ -69,19 +71,6 @@ impl ArenaPool {
     }
 }
 
-/// Per-core counters, read by the log at shutdown.
-#[derive(Default)]
-pub struct ShardStats {
-    /// Connections accepted.
-    pub accepted: Cell<u64>,
-    /// Connections refused for being over the limit.
-    pub refused: Cell<u64>,
-    /// Messages stored.
-    pub messages: Cell<u64>,
-    /// Stored octets.
-    pub bytes: Cell<u64>,
-}
-
 /// Everything one core's connections share.
 pub struct Shard {
     /// The core's index (0..cores), naming its spool directory.
@@ -100,8 +89,8 @@ pub struct Shard {
     pub shutdown: Rc<Shutdown>,
     /// -1 quiet, 0 normal, 1+ verbose.
     pub verbosity: i8,
-    /// Counters.
-    pub stats: ShardStats,
+    /// Counters, read by the metrics endpoint and the stop line.
+    pub metrics: Arc<CoreMetrics>,
 }
 
 /// Runs one core until shutdown. `ready` gets `Ok` once every listener is
@@ -109,6 +98,7 @@ pub struct Shard {
 pub async fn run(
     core: usize,
     config: Arc<Config>,
+    metrics: Arc<CoreMetrics>,
     recovery: Recovery,
     flag: Arc<AtomicBool>,
     verbosity: i8,
@@ -132,11 +122,15 @@ pub async fn run(
             durability: config.durability,
         },
         recovery.last_id,
+        metrics.clone(),
     );
     let writer_task = glommio::spawn_local({
         let w = writer.clone();
+        let metrics = metrics.clone();
         async move {
+            metrics.writer_alive.store(true, Relaxed);
             let r = w.run(recovery.next_segment).await;
+            metrics.writer_alive.store(false, Relaxed);
             if let Err(e) = &r {
                 eprintln!("sluice: core {core}: spool writer stopped: {e}; new mail gets 451");
             }
@@ -158,10 +152,11 @@ pub async fn run(
         open: Cell::new(0),
         shutdown: Rc::new(Shutdown::default()),
         verbosity,
-        stats: ShardStats::default(),
+        metrics,
         config,
     });
     glommio::spawn_local(shard.shutdown.clone().watch(flag)).detach();
+    glommio::spawn_local(heartbeat(shard.clone())).detach();
     let _ = ready.send(Ok(()));
 
     let accepting: Vec<_> = listeners
@@ -175,7 +170,7 @@ pub async fn run(
     // Shutdown: let transactions in flight finish, within the grace period.
     let deadline = Instant::now() + shard.config.shutdown_grace;
     while shard.open.get() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+        glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     if shard.open.get() > 0 {
         eprintln!(
@@ -189,12 +184,23 @@ pub async fn run(
         let w = shard.writer.stats();
         eprintln!(
             "sluice: core {core} stopped: {} connections, {} messages, {} bytes, {} spool syncs ({:.1} messages per sync)",
-            shard.stats.accepted.get(),
-            shard.stats.messages.get(),
-            shard.stats.bytes.get(),
+            shard.metrics.accepted.get(),
+            shard.metrics.messages.get(),
+            shard.metrics.bytes.get(),
             w.syncs,
             w.commits as f64 / w.syncs.max(1) as f64
         );
+    }
+}
+
+/// How often a core stamps its heartbeat for `/healthz`.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+
+/// Stamps the heartbeat from this executor until shutdown.
+async fn heartbeat(shard: Rc<Shard>) {
+    while !shard.shutdown.is_triggered() {
+        shard.metrics.beat();
+        glommio::timer::sleep(HEARTBEAT_EVERY).await;
     }
 }
 
@@ -212,7 +218,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Some(Err(e)) => {
                 // EMFILE and friends: say so, back off briefly, go on.
                 eprintln!("sluice: core {}: accept failed: {e}", shard.core);
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -220,11 +226,12 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         if shard.open.get() >= shard.config.max_connections {
-            shard.stats.refused.set(shard.stats.refused.get() + 1);
-            glommio::spawn_local(refuse(stream)).detach();
+            shard.metrics.rejected.add(1);
+            glommio::spawn_local(refuse(shard.clone(), stream)).detach();
             continue;
         }
-        shard.stats.accepted.set(shard.stats.accepted.get() + 1);
+        shard.metrics.accepted.add(1);
+        shard.metrics.open.add(1);
         shard.open.set(shard.open.get() + 1);
         let s = shard.clone();
         glommio::spawn_local(async move {
@@ -239,15 +246,17 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 );
             }
             s.open.set(s.open.get() - 1);
+            s.metrics.open.sub(1);
         })
         .detach();
     }
 }
 
 /// Over the connection limit: 421 and close.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut out = Vec::new();
     reply::TOO_MANY_CONNECTIONS.write(&mut out);
+    shard.metrics.count_replies(&out);
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;
 }

@@ -19,7 +19,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
@@ -27,6 +29,7 @@ use super::envelope::StoredEnvelope;
 use super::id::{IdGenerator, QueueId};
 use super::record::{self, Kind};
 use super::walk::segment_path;
+use crate::metrics::CoreMetrics;
 
 /// Whether a 250 waits for `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -114,6 +117,7 @@ struct Batch {
 /// connection tasks of the same executor.
 pub struct SpoolWriter {
     config: WriterConfig,
+    metrics: Arc<CoreMetrics>,
     batch: RefCell<Batch>,
     wake_writer: RefCell<Option<Waker>>,
     ids: RefCell<IdGenerator>,
@@ -123,8 +127,13 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     /// A writer whose ids start above `last_id`.
-    pub fn new(config: WriterConfig, last_id: Option<QueueId>) -> Rc<SpoolWriter> {
+    pub fn new(
+        config: WriterConfig,
+        last_id: Option<QueueId>,
+        metrics: Arc<CoreMetrics>,
+    ) -> Rc<SpoolWriter> {
         Rc::new(SpoolWriter {
+            metrics,
             ids: RefCell::new(IdGenerator::new(config.core, last_id)),
             config,
             batch: RefCell::default(),
@@ -223,11 +232,15 @@ impl SpoolWriter {
             stats.batches += 1;
             match result {
                 Ok(synced) => {
-                    stats.syncs += u64::from(synced);
+                    self.metrics.batch(batch.commits, bytes, synced);
+                    stats.syncs += u64::from(synced.is_some());
                     stats.commits += batch.commits;
                     stats.bytes += bytes;
                 }
-                Err(_) => stats.failures += 1,
+                Err(_) => {
+                    self.metrics.spool_failures.add(1);
+                    stats.failures += 1;
+                }
             }
             self.stats.set(stats);
             for w in &batch.waiters {
@@ -255,7 +268,12 @@ impl SpoolWriter {
 
     /// Writes (and maybe syncs) one batch. On failure the segment is cut
     /// back so no partial record stays behind the last good one.
-    async fn write_batch(&self, seg: &mut Segment, batch: &mut Batch) -> Result<bool, StoreError> {
+    /// Returns how long the sync took, if there was one.
+    async fn write_batch(
+        &self,
+        seg: &mut Segment,
+        batch: &mut Batch,
+    ) -> Result<Option<Duration>, StoreError> {
         let start = seg.len;
         if let Err(e) = seg.write_all(std::mem::take(&mut batch.buf)).await {
             let kind = StoreError::from_io(&e);
@@ -272,13 +290,14 @@ impl SpoolWriter {
             return Err(kind);
         }
         if batch.sync && self.config.durability == Durability::Fsync {
+            let started = Instant::now();
             if let Err(e) = seg.file.fdatasync().await {
                 eprintln!("sluice: fdatasync of {} failed: {e}", seg.path.display());
                 return Err(StoreError::from_io(&e.into()));
             }
-            return Ok(true);
+            return Ok(Some(started.elapsed()));
         }
-        Ok(false)
+        Ok(None)
     }
 }
 

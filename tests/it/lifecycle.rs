@@ -1,4 +1,3 @@
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -56,19 +55,6 @@ fn connections_over_the_limit_get_421() {
     use std::io::Read;
     c.read_to_string(&mut buf).unwrap();
     assert!(buf.starts_with("421 4.7.0 "), "{buf}");
-}
-
-fn start_error(args: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .arg("--spool")
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{args:?} should fail to start");
-    String::from_utf8(out.stderr).unwrap()
 }
 
 #[test]

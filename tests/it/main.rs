@@ -13,3 +13,5 @@ mod lifecycle;
 mod client_library;
 // The bundled load generator against the real server, checked on the spool.
 mod loadgen;
+// --metrics: Prometheus counters and /healthz.
+mod metrics;

@@ -106,6 +106,74 @@ impl Server {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Waits (up to 20 s) for a log line containing `needle`; returns the
+    /// rest of that line after it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(rest) = self.log().lines().find_map(|l| l.split_once(needle)) {
+                return rest.1.to_string();
+            }
+            assert!(
+                Instant::now() < until,
+                "no {needle:?} in log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `--metrics` endpoint's address, from the log.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let rest = self.wait_for_log("metrics at http://");
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+}
+
+/// Runs `sluice serve ARGS` expecting a start-up error (exit 2); returns
+/// its stderr.
+pub fn start_error(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .arg("--spool")
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail to start");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// One HTTP/1.1 request; returns (status code, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    if method != "HEAD" {
+        assert_eq!(body.len(), length, "Content-Length matches the body");
+    }
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` in a Prometheus text page.
+pub fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{page}"))
+        .parse()
+        .unwrap()
 }
 
 impl Drop for Server {
