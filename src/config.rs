@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::proxy::Cidr;
 use crate::smtp::BareNewlinePolicy;
 use crate::spool::Durability;
 
@@ -136,6 +137,19 @@ pub struct ServeArgs {
     /// default.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+
+    /// Every connection must start with a PROXY protocol v1 or v2 header
+    /// (from a load balancer); the client address is taken from it.
+    /// Connections without a valid header are closed.
+    #[arg(long)]
+    #[serde(default)]
+    pub proxy_protocol: bool,
+
+    /// With --proxy-protocol: only these address blocks (the balancers)
+    /// may connect, like 10.0.0.0/8 (repeatable). Default: any.
+    #[arg(long, value_name = "CIDR")]
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
 }
 
 /// The validated configuration.
@@ -175,6 +189,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Where `/metrics` and `/healthz` are served.
     pub metrics: Option<SocketAddr>,
+    /// Connections start with a PROXY header.
+    pub proxy_protocol: bool,
+    /// Balancers allowed to connect; empty means any.
+    pub proxy_from: Vec<Cidr>,
 }
 
 impl ServeArgs {
@@ -217,6 +235,12 @@ impl ServeArgs {
             message_memory: self.message_memory.or(file.message_memory),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             metrics: self.metrics.or(file.metrics),
+            proxy_protocol: self.proxy_protocol || file.proxy_protocol,
+            proxy_from: if self.proxy_from.is_empty() {
+                file.proxy_from
+            } else {
+                self.proxy_from
+            },
         }
     }
 
@@ -239,6 +263,19 @@ impl ServeArgs {
             })?),
             None => None,
         };
+        let proxy_from = self
+            .proxy_from
+            .iter()
+            .map(|c| {
+                c.parse::<Cidr>()
+                    .map_err(|e| anyhow::anyhow!("--proxy-from {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !proxy_from.is_empty() && !self.proxy_protocol {
+            bail!(
+                "--proxy-from lists load balancers, which only makes sense with --proxy-protocol"
+            );
+        }
         let mut accept_domains = Vec::new();
         for d in &self.accept_domain {
             crate::smtp::path::check_domain(d)
@@ -323,6 +360,8 @@ impl ServeArgs {
                 self.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             ),
             metrics,
+            proxy_protocol: self.proxy_protocol,
+            proxy_from,
         })
     }
 }

@@ -12,11 +12,13 @@
 //!   connections, shutdown.
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.
+//! - [`proxy`]: PROXY protocol v1/v2 headers, CIDR lists.
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
 pub mod config;
 pub mod metrics;
+pub mod proxy;
 pub mod scan;
 pub mod server;
 pub mod smtp;

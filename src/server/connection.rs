@@ -20,6 +20,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::shard::{Shard, READ_CHUNK};
+use crate::proxy;
 use crate::scan::{DataScanner, Line, LineReader};
 use crate::smtp::received::{write_received, Trace};
 use crate::smtp::{reply, Action, Session, StoreFailure, Verdict};
@@ -42,6 +43,7 @@ enum End {
     IdleTimeout,
     DataTimeout,
     Shutdown,
+    BadProxyHeader(&'static str),
     Error(io::Error),
 }
 
@@ -62,7 +64,10 @@ struct Inflight {
 struct Connection {
     shard: Rc<Shard>,
     stream: TcpStream,
+    /// The client: the TCP peer, or the address a PROXY header gave.
     peer: SocketAddr,
+    /// The balancer that sent a PROXY header.
+    via: Option<SocketAddr>,
     session: Session,
     lines: LineReader,
     /// Command input; unread bytes are `input[start..]`.
@@ -93,15 +98,20 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         shard,
         stream,
         peer,
+        via: None,
     };
     let end = c.run().await;
     if let Some(m) = c.inflight.take() {
         c.shard.pool.give(m.arena);
     }
     let _ = c.stream.close().await;
+    if let End::BadProxyHeader(_) = end {
+        c.shard.metrics.rejected.add(1);
+    }
     if c.shard.verbosity >= 0 {
+        let via = c.via.map(|v| format!(" via={v}")).unwrap_or_default();
         eprintln!(
-            "sluice: session peer={} core={} messages={} bytes={} end={}",
+            "sluice: session peer={}{via} core={} messages={} bytes={} end={}",
             c.peer,
             c.shard.core,
             c.messages,
@@ -112,6 +122,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 End::IdleTimeout => "idle-timeout".to_string(),
                 End::DataTimeout => "data-timeout".to_string(),
                 End::Shutdown => "shutdown".to_string(),
+                End::BadProxyHeader(why) => format!("closed: {why}"),
                 End::Error(e) => format!("error: {e}"),
             }
         );
@@ -131,6 +142,11 @@ impl Connection {
         if self.shard.shutdown.is_triggered() {
             reply::SHUTTING_DOWN.write(&mut self.out);
             return self.flush().await.err().unwrap_or(End::Shutdown);
+        }
+        if self.shard.config.proxy_protocol {
+            if let Err(end) = self.read_proxy_header().await {
+                return end;
+            }
         }
         self.session.greet(&mut self.out);
         loop {
@@ -152,6 +168,32 @@ impl Connection {
                     return self.flush().await.err().unwrap_or(End::IdleTimeout);
                 }
                 Err(e) => return End::Error(e),
+            }
+        }
+    }
+
+    /// Reads the PROXY header that must start the connection and takes the
+    /// client's address from it. Nothing is sent before it is complete.
+    async fn read_proxy_header(&mut self) -> Result<(), End> {
+        loop {
+            match proxy::parse(&self.input[self.start..]) {
+                proxy::Header::Valid { len, source } => {
+                    self.start += len;
+                    if let Some(client) = source {
+                        self.via = Some(self.peer);
+                        self.peer = client;
+                    }
+                    return Ok(());
+                }
+                proxy::Header::Invalid(why) => return Err(End::BadProxyHeader(why)),
+                proxy::Header::Incomplete => {}
+            }
+            match self.read_commands().await {
+                Ok(Read::Bytes(_)) => {}
+                Ok(Read::Eof) => return Err(End::Disconnected),
+                Ok(Read::Timeout) => return Err(End::IdleTimeout),
+                Ok(Read::Shutdown) => return Err(End::Shutdown),
+                Err(e) => return Err(End::Error(e)),
             }
         }
     }

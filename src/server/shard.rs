@@ -93,6 +93,14 @@ pub struct Shard {
     pub metrics: Arc<CoreMetrics>,
 }
 
+impl Shard {
+    /// With `--proxy-from`, only the listed balancers may connect.
+    fn may_connect(&self, peer: SocketAddr) -> bool {
+        let allowed = &self.config.proxy_from;
+        allowed.is_empty() || allowed.iter().any(|c| c.contains(peer.ip()))
+    }
+}
+
 /// Runs one core until shutdown. `ready` gets `Ok` once every listener is
 /// bound, or the reason it could not be.
 pub async fn run(
@@ -225,6 +233,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        if !shard.may_connect(peer) {
+            shard.metrics.rejected.add(1);
+            eprintln!(
+                "sluice: core {}: closed a connection from {peer}: not in --proxy-from",
+                shard.core
+            );
+            drop(stream);
+            continue;
+        }
         if shard.open.get() >= shard.config.max_connections {
             shard.metrics.rejected.add(1);
             glommio::spawn_local(refuse(shard.clone(), stream)).detach();

@@ -15,3 +15,5 @@ mod client_library;
 mod loadgen;
 // --metrics: Prometheus counters and /healthz.
 mod metrics;
+// --proxy-protocol: raw headers and a real HAProxy in front.
+mod proxy;
