@@ -49,6 +49,8 @@ fn bench_session(c: &mut Criterion) {
         accept_domains: None,
         max_line_length: 1000,
         bare_newlines: BareNewlinePolicy::Reject,
+        starttls: false,
+        require_tls: false,
     });
     let mut group = c.benchmark_group("protocol");
     group.throughput(Throughput::Elements(1));

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -150,6 +151,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     #[serde(default)]
     pub proxy_from: Vec<String>,
+
+    /// PEM certificate chain (leaf first) for STARTTLS. With --tls-key,
+    /// EHLO offers STARTTLS. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse MAIL (530 5.7.0) until the client has done STARTTLS.
+    #[arg(long)]
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 /// The validated configuration.
@@ -193,6 +208,10 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Balancers allowed to connect; empty means any.
     pub proxy_from: Vec<Cidr>,
+    /// STARTTLS material, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// MAIL needs STARTTLS first.
+    pub require_tls: bool,
 }
 
 impl ServeArgs {
@@ -241,6 +260,9 @@ impl ServeArgs {
             } else {
                 self.proxy_from
             },
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            require_tls: self.require_tls || file.require_tls,
         }
     }
 
@@ -274,6 +296,16 @@ impl ServeArgs {
         if !proxy_from.is_empty() && !self.proxy_protocol {
             bail!(
                 "--proxy-from lists load balancers, which only makes sense with --proxy-protocol"
+            );
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
+        if self.require_tls && tls.is_none() {
+            bail!(
+                "--require-tls needs --tls-cert and --tls-key (there is no STARTTLS without them)"
             );
         }
         let mut accept_domains = Vec::new();
@@ -362,6 +394,8 @@ impl ServeArgs {
             metrics,
             proxy_protocol: self.proxy_protocol,
             proxy_from,
+            tls,
+            require_tls: self.require_tls,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.
 //! - [`proxy`]: PROXY protocol v1/v2 headers, CIDR lists.
+//! - [`tls`]: STARTTLS certificates and keys (rustls).
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
@@ -23,5 +24,6 @@ pub mod scan;
 pub mod server;
 pub mod smtp;
 pub mod spool;
+pub mod tls;
 pub mod tools;
 pub mod tune;

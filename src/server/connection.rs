@@ -16,10 +16,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::settings::Settings;
 use super::shard::{Shard, READ_CHUNK};
+use super::transport::Transport;
 use crate::proxy;
 use crate::scan::{DataScanner, Line, LineReader};
 use crate::smtp::received::{write_received, Trace};
@@ -44,6 +45,7 @@ enum End {
     DataTimeout,
     Shutdown,
     BadProxyHeader(&'static str),
+    TlsFailed(io::Error),
     Error(io::Error),
 }
 
@@ -63,7 +65,11 @@ struct Inflight {
 
 struct Connection {
     shard: Rc<Shard>,
-    stream: TcpStream,
+    /// Taken when the session starts; a reload does not change them.
+    settings: Rc<Settings>,
+    stream: Transport,
+    /// The negotiated TLS version and cipher, after STARTTLS.
+    tls: Option<String>,
     /// The client: the TCP peer, or the address a PROXY header gave.
     peer: SocketAddr,
     /// The balancer that sent a PROXY header.
@@ -85,10 +91,12 @@ struct Connection {
 /// Serves one connection to its end and logs one line about it.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let settings = shard.settings();
     let mut c = Connection {
-        session: Session::new(shard.session.clone()),
+        session: Session::new(settings.session.clone()),
         lines: LineReader::new(MAX_COMMAND_LINE),
-        scanner: DataScanner::new(shard.config.max_line_length),
+        scanner: DataScanner::new(settings.config.max_line_length),
+        settings,
         input: Vec::new(),
         start: 0,
         out: Vec::with_capacity(256),
@@ -96,7 +104,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         messages: 0,
         bytes: 0,
         shard,
-        stream,
+        stream: Transport::Plain(stream),
+        tls: None,
         peer,
         via: None,
     };
@@ -104,7 +113,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     if let Some(m) = c.inflight.take() {
         c.shard.pool.give(m.arena);
     }
-    let _ = c.stream.close().await;
+    c.stream.close().await;
     if let End::BadProxyHeader(_) = end {
         c.shard.metrics.rejected.add(1);
     }
@@ -123,6 +132,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 End::DataTimeout => "data-timeout".to_string(),
                 End::Shutdown => "shutdown".to_string(),
                 End::BadProxyHeader(why) => format!("closed: {why}"),
+                End::TlsFailed(e) => format!("tls-failed: {e}"),
                 End::Error(e) => format!("error: {e}"),
             }
         );
@@ -143,7 +153,7 @@ impl Connection {
             reply::SHUTTING_DOWN.write(&mut self.out);
             return self.flush().await.err().unwrap_or(End::Shutdown);
         }
-        if self.shard.config.proxy_protocol {
+        if self.settings.config.proxy_protocol {
             if let Err(end) = self.read_proxy_header().await {
                 return end;
             }
@@ -228,6 +238,10 @@ impl Connection {
                     self.flush().await?;
                     return Err(End::Quit);
                 }
+                Action::StartTls => {
+                    self.flush().await?;
+                    self.start_tls().await?;
+                }
                 Action::ReceiveData => {
                     self.flush().await?;
                     self.receive_data().await?;
@@ -247,6 +261,32 @@ impl Connection {
             }
             if self.out.len() >= REPLY_HIGH_WATER {
                 self.flush().await?;
+            }
+        }
+    }
+
+    /// After `220 Ready to start TLS`: throws away anything the client
+    /// sent after STARTTLS (RFC 3207 §4.2; a man in the middle could have
+    /// injected commands there), then runs the handshake.
+    async fn start_tls(&mut self) -> Result<(), End> {
+        self.input.clear();
+        self.start = 0;
+        self.lines = LineReader::new(MAX_COMMAND_LINE);
+        let Some(tls) = self.settings.config.tls.clone() else {
+            return Err(End::TlsFailed(io::Error::other("no TLS material")));
+        };
+        self.stream
+            .set_read_timeout(self.settings.config.idle_timeout);
+        match self.stream.start_tls(tls).await {
+            Ok(()) => {
+                self.shard.metrics.tls_handshakes.add(1);
+                self.tls = self.stream.tls_description();
+                self.session.tls_started();
+                Ok(())
+            }
+            Err(e) => {
+                self.shard.metrics.tls_failures.add(1);
+                Err(End::TlsFailed(e))
             }
         }
     }
@@ -275,7 +315,7 @@ impl Connection {
         let r = read_with(
             &mut self.stream,
             &mut self.input[old..],
-            self.shard.config.idle_timeout,
+            self.settings.config.idle_timeout,
             watch.then_some(&*self.shard.shutdown),
         )
         .await;
@@ -293,12 +333,12 @@ impl Connection {
         let id = self.shard.writer.next_id();
         let env = self.session.envelope();
         let rcpt = (env.rcpt_to.len() == 1).then(|| env.rcpt_to[0].to_string());
-        let with = if env.smtputf8 {
-            "UTF8SMTP"
-        } else if self.session.is_esmtp() {
-            "ESMTP"
-        } else {
-            "SMTP"
+        let with = match (env.smtputf8, self.session.is_esmtp(), self.tls.is_some()) {
+            (true, _, false) => "UTF8SMTP",
+            (true, _, true) => "UTF8SMTPS",
+            (false, true, false) => "ESMTP",
+            (false, true, true) => "ESMTPS",
+            (false, false, _) => "SMTP",
         };
         let mut header = Vec::with_capacity(256);
         write_received(
@@ -306,8 +346,9 @@ impl Connection {
             &Trace {
                 helo: self.session.helo().unwrap_or("unknown"),
                 peer: self.peer,
-                by: &self.shard.session.hostname,
+                by: &self.settings.session.hostname,
                 with,
+                tls: self.tls.as_deref(),
                 id: &id.to_string(),
                 rcpt: rcpt.as_deref(),
                 unix_time: now_micros() / 1_000_000,
@@ -335,7 +376,7 @@ impl Connection {
         self.start = 0;
         let mut pos = m.out;
         self.scanner.reset();
-        let max = self.shard.config.max_message_size;
+        let max = self.settings.config.max_message_size;
         loop {
             let p = self.scanner.scan(&mut m.arena[..filled], m.out, pos);
             m.body += (p.out - m.out) as u64;
@@ -354,7 +395,7 @@ impl Connection {
             }
             // Over the budget, or no room for a full read: stream what is
             // stored so far to the spool as a chunk.
-            if m.out >= self.shard.config.message_memory || m.arena.len() - filled < READ_CHUNK {
+            if m.out >= self.settings.config.message_memory || m.arena.len() - filled < READ_CHUNK {
                 // Only the (at most two octet) gap between body and input
                 // must survive the slide; its contents do not matter.
                 let gap = pos - m.out;
@@ -363,7 +404,14 @@ impl Connection {
                 filled = gap;
             }
             let room = &mut m.arena[filled..filled + READ_CHUNK];
-            match read_with(&mut self.stream, room, self.shard.config.data_timeout, None).await {
+            match read_with(
+                &mut self.stream,
+                room,
+                self.settings.config.data_timeout,
+                None,
+            )
+            .await
+            {
                 Ok(Read::Bytes(n)) => filled += n,
                 Ok(Read::Eof) => {
                     self.shard.pool.give(m.arena);
@@ -429,7 +477,7 @@ impl Connection {
             let r = read_with(
                 &mut self.stream,
                 &mut self.input[..],
-                self.shard.config.data_timeout,
+                self.settings.config.data_timeout,
                 None,
             )
             .await;
@@ -474,7 +522,7 @@ impl Connection {
     async fn keep_chunk_bytes(&mut self, m: &mut Inflight, from: std::ops::Range<usize>) {
         let mut from = from;
         while !from.is_empty() {
-            let budget = self.shard.config.message_memory;
+            let budget = self.settings.config.message_memory;
             if m.out >= budget {
                 self.spill(m).await;
             }
@@ -534,12 +582,12 @@ impl Connection {
 
 /// One read with a timeout, optionally interrupted by shutdown.
 async fn read_with(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     buf: &mut [u8],
     timeout: Duration,
     shutdown: Option<&super::shutdown::Shutdown>,
 ) -> io::Result<Read> {
-    let _ = stream.set_read_timeout(Some(timeout));
+    stream.set_read_timeout(timeout);
     let read = async {
         match stream.read(buf).await {
             Ok(0) => Ok(Read::Eof),

@@ -6,11 +6,15 @@
 //!
 //! - [`shard`]: one core's listeners, writer, buffer pool, accept loop.
 //! - [`connection`]: one client connection.
+//! - [`settings`]: what sessions run with; swapped on SIGHUP.
 //! - [`shutdown`]: SIGTERM/SIGINT to every core.
+//! - [`transport`]: plain TCP or TLS under a session.
 
 pub mod connection;
+pub mod settings;
 pub mod shard;
 pub mod shutdown;
+pub mod transport;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{mpsc, Arc};
@@ -23,6 +27,7 @@ use crate::metrics::CoreMetrics;
 use crate::spool::recover::recover_core;
 use crate::spool::walk::core_dir;
 use crate::spool::Durability;
+use settings::Published;
 
 /// Memory io_uring may lock per executor (glommio's registered buffers).
 const IO_MEMORY: usize = 512 << 10;
@@ -65,6 +70,7 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
         None => None,
     };
     let config = Arc::new(config);
+    let published = Arc::new(Published::new(config.clone()));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (core, &cpu) in config.cpus.iter().enumerate() {
@@ -80,12 +86,19 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
         for p in &recovery.problems {
             eprintln!("sluice: core {core}: WARNING: damaged spool record left in place: {p} (see `sluice spool verify`)");
         }
-        let (cfg, flag, tx) = (config.clone(), flag.clone(), ready_tx.clone());
-        let core_metrics = metrics[core].clone();
+        let start = shard::CoreStart {
+            core,
+            metrics: metrics[core].clone(),
+            recovery,
+            flag: flag.clone(),
+            published: published.clone(),
+            verbosity,
+            ready: ready_tx.clone(),
+        };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("sluice-core-{core}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(core, cfg, core_metrics, recovery, flag, verbosity, tx))
+            .spawn(move || shard::run(start))
             .map_err(std::io::Error::from)
             .with_context(|| {
                 format!("cannot start the executor for core {core} on cpu {cpu} (is io_uring allowed, and RLIMIT_MEMLOCK at least 1 MiB? see tuning/)")

@@ -23,10 +23,10 @@ use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::connection;
+use super::settings::{Published, Settings};
 use super::shutdown::Shutdown;
-use crate::config::Config;
 use crate::metrics::CoreMetrics;
-use crate::smtp::{reply, SessionConfig};
+use crate::smtp::reply;
 use crate::spool::recover::Recovery;
 use crate::spool::walk::core_dir;
 use crate::spool::{SpoolWriter, WriterConfig};
@@ -75,10 +75,10 @@ impl ArenaPool {
 pub struct Shard {
     /// The core's index (0..cores), naming its spool directory.
     pub core: usize,
-    /// The server's configuration (read-only).
-    pub config: Arc<Config>,
-    /// What sessions need of it.
-    pub session: Rc<SessionConfig>,
+    /// What new sessions get; replaced on reload.
+    settings: RefCell<Rc<Settings>>,
+    /// The reload generation `settings` came from.
+    generation: Cell<u64>,
     /// This core's spool writer.
     pub writer: Rc<SpoolWriter>,
     /// Message buffers.
@@ -94,24 +94,58 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The settings a session starting now gets.
+    pub fn settings(&self) -> Rc<Settings> {
+        self.settings.borrow().clone()
+    }
+
     /// With `--proxy-from`, only the listed balancers may connect.
     fn may_connect(&self, peer: SocketAddr) -> bool {
-        let allowed = &self.config.proxy_from;
+        let allowed = &self.settings.borrow().config.proxy_from;
         allowed.is_empty() || allowed.iter().any(|c| c.contains(peer.ip()))
+    }
+
+    /// Takes a newly published configuration, if there is one.
+    fn follow_reload(&self, published: &Published) {
+        let generation = published.generation();
+        if generation != self.generation.get() {
+            self.generation.set(generation);
+            *self.settings.borrow_mut() = Settings::new(published.latest());
+        }
     }
 }
 
-/// Runs one core until shutdown. `ready` gets `Ok` once every listener is
-/// bound, or the reason it could not be.
-pub async fn run(
-    core: usize,
-    config: Arc<Config>,
-    metrics: Arc<CoreMetrics>,
-    recovery: Recovery,
-    flag: Arc<AtomicBool>,
-    verbosity: i8,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
+/// What a core starts with.
+pub struct CoreStart {
+    /// The core's index.
+    pub core: usize,
+    /// Its counters.
+    pub metrics: Arc<CoreMetrics>,
+    /// What recovery found in its spool directory.
+    pub recovery: Recovery,
+    /// The process-wide shutdown flag.
+    pub flag: Arc<AtomicBool>,
+    /// The configuration, now and after reloads.
+    pub published: Arc<Published>,
+    /// -1 quiet, 0 normal, 1+ verbose.
+    pub verbosity: i8,
+    /// Gets `Ok` once every listener is bound, or why one could not be.
+    pub ready: mpsc::Sender<Result<(), String>>,
+}
+
+/// Runs one core until shutdown.
+pub async fn run(start: CoreStart) {
+    let CoreStart {
+        core,
+        metrics,
+        recovery,
+        flag,
+        published,
+        verbosity,
+        ready,
+    } = start;
+    let generation = published.generation();
+    let config = published.latest();
     let mut listeners = Vec::new();
     for addr in &config.listen {
         match TcpListener::bind(addr) {
@@ -147,24 +181,17 @@ pub async fn run(
     });
     let shard = Rc::new(Shard {
         core,
-        session: Rc::new(SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: config.max_message_size,
-            max_recipients: config.max_recipients,
-            accept_domains: config.accept_domains.clone(),
-            max_line_length: config.max_line_length,
-            bare_newlines: config.bare_newlines,
-        }),
         writer,
         pool: ArenaPool::new(config.message_memory + 2 * READ_CHUNK, 64),
         open: Cell::new(0),
         shutdown: Rc::new(Shutdown::default()),
         verbosity,
         metrics,
-        config,
+        settings: RefCell::new(Settings::new(config.clone())),
+        generation: Cell::new(generation),
     });
     glommio::spawn_local(shard.shutdown.clone().watch(flag)).detach();
-    glommio::spawn_local(heartbeat(shard.clone())).detach();
+    glommio::spawn_local(housekeeping(shard.clone(), published)).detach();
     let _ = ready.send(Ok(()));
 
     let accepting: Vec<_> = listeners
@@ -176,7 +203,7 @@ pub async fn run(
     }
 
     // Shutdown: let transactions in flight finish, within the grace period.
-    let deadline = Instant::now() + shard.config.shutdown_grace;
+    let deadline = Instant::now() + shard.settings().config.shutdown_grace;
     while shard.open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
@@ -201,14 +228,16 @@ pub async fn run(
     }
 }
 
-/// How often a core stamps its heartbeat for `/healthz`.
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// How often a core stamps its heartbeat for `/healthz` and looks for a
+/// reloaded configuration.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 
-/// Stamps the heartbeat from this executor until shutdown.
-async fn heartbeat(shard: Rc<Shard>) {
+/// Until shutdown: heartbeat, and follow reloads.
+async fn housekeeping(shard: Rc<Shard>, published: Arc<Published>) {
     while !shard.shutdown.is_triggered() {
         shard.metrics.beat();
-        glommio::timer::sleep(HEARTBEAT_EVERY).await;
+        shard.follow_reload(&published);
+        glommio::timer::sleep(HOUSEKEEPING_EVERY).await;
     }
 }
 
@@ -242,7 +271,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             drop(stream);
             continue;
         }
-        if shard.open.get() >= shard.config.max_connections {
+        if shard.open.get() >= shard.settings().config.max_connections {
             shard.metrics.rejected.add(1);
             glommio::spawn_local(refuse(shard.clone(), stream)).detach();
             continue;

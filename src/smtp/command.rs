@@ -54,6 +54,8 @@ pub enum Command {
     Help,
     /// `VRFY string`.
     Vrfy,
+    /// `STARTTLS` (RFC 3207).
+    StartTls,
     /// EXPN, SEND, SOML, SAML, TURN: recognised, never implemented.
     NotImplemented,
 }
@@ -99,6 +101,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         Some(sp) => (&line[..sp], &line[sp + 1..]),
         None => (line, ""),
     };
+    if verb.eq_ignore_ascii_case("STARTTLS") {
+        return no_args(args, Command::StartTls);
+    }
     if verb.len() != 4 {
         return Err(ParseError::Unrecognized);
     }

@@ -16,8 +16,10 @@ pub struct Trace<'a> {
     pub peer: SocketAddr,
     /// Our host name.
     pub by: &'a str,
-    /// `SMTP`, `ESMTP` or `UTF8SMTP`.
+    /// `SMTP`, `ESMTP`, `ESMTPS`, `UTF8SMTP` or `UTF8SMTPS`.
     pub with: &'a str,
+    /// The TLS version and cipher, after STARTTLS.
+    pub tls: Option<&'a str>,
     /// The queue id.
     pub id: &'a str,
     /// The recipient, when there is exactly one.
@@ -38,9 +40,13 @@ pub fn write_received(out: &mut Vec<u8>, t: &Trace<'_>) {
     };
     let _ = write!(
         s,
-        "Received: from {} ([{}])\r\n\tby {} (sluice) with {} id {}",
-        t.helo, ip, t.by, t.with, t.id
+        "Received: from {} ([{}])\r\n\tby {} (sluice) with {}",
+        t.helo, ip, t.by, t.with
     );
+    if let Some(tls) = t.tls {
+        let _ = write!(s, " ({tls})");
+    }
+    let _ = write!(s, " id {}", t.id);
     if let Some(rcpt) = t.rcpt {
         let _ = write!(s, "\r\n\tfor <{rcpt}>");
     }
@@ -137,6 +143,7 @@ mod tests {
                 peer: "[::1]:4000".parse().unwrap(),
                 by: "mx.example",
                 with: "ESMTP",
+                tls: None,
                 id: "0123456789abcdef",
                 rcpt: Some("a@b.example"),
                 unix_time: 0,
@@ -145,6 +152,31 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Received: from client.example ([IPv6:::1])\r\n\tby mx.example (sluice) with ESMTP id 0123456789abcdef\r\n\tfor <a@b.example>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_sessions_name_version_and_cipher_in_a_comment() {
+        let mut out = Vec::new();
+        write_received(
+            &mut out,
+            &Trace {
+                helo: "c.example",
+                peer: "192.0.2.1:25".parse().unwrap(),
+                by: "mx.example",
+                with: "ESMTPS",
+                tls: Some("TLS1.3 TLS13_AES_256_GCM_SHA384"),
+                id: "1",
+                rcpt: None,
+                unix_time: 0,
+            },
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "\tby mx.example (sluice) with ESMTPS (TLS1.3 TLS13_AES_256_GCM_SHA384) id 1;\r\n"
+            ),
+            "{text}"
         );
     }
 }

@@ -103,9 +103,11 @@ replies! {
     /// VRFY: we do not verify, but RFC 5321 §3.5.3 prefers 252 to 502.
     CANNOT_VRFY = 252 "2.5.0" "Cannot VRFY user, but will accept message and attempt delivery";
     /// HELP.
-    HELP = 214 "2.0.0" "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY; see RFC 5321";
+    HELP = 214 "2.0.0" "Commands: HELO EHLO STARTTLS MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY; see RFC 5321";
     /// DATA accepted: send the body.
     START_DATA = 354 "" "End data with <CR><LF>.<CR><LF>";
+    /// STARTTLS accepted: the TLS handshake comes next (RFC 3207 §4).
+    READY_FOR_TLS = 220 "2.0.0" "Ready to start TLS";
     /// Shutting down.
     SHUTTING_DOWN = 421 "4.3.2" "Server shutting down, try again later";
     /// The idle timeout passed.
@@ -130,8 +132,12 @@ replies! {
     SYNTAX_ARGS = 501 "5.5.4" "Syntax error in parameters or arguments:";
     /// Commands we decline to implement (EXPN, SEND, SOML, SAML, TURN).
     NOT_IMPLEMENTED = 502 "5.5.1" "Command not implemented";
+    /// STARTTLS on a server without certificates.
+    TLS_NOT_OFFERED = 502 "5.5.1" "STARTTLS is not offered here";
     /// Out of order.
     BAD_SEQUENCE = 503 "5.5.1" "Bad sequence of commands:";
+    /// --require-tls: MAIL before STARTTLS (RFC 3207 §4).
+    TLS_REQUIRED = 530 "5.7.0" "Must issue a STARTTLS command first";
     /// A recipient domain we do not accept mail for.
     RELAY_DENIED = 550 "5.7.1" "Relaying denied: we do not accept mail for this domain";
     /// The body had a bare CR or LF (SMTP smuggling defence).

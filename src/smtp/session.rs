@@ -42,6 +42,10 @@ pub struct SessionConfig {
     pub max_line_length: usize,
     /// What to do with bare CR / LF in DATA.
     pub bare_newlines: BareNewlinePolicy,
+    /// TLS material is loaded: EHLO offers STARTTLS.
+    pub starttls: bool,
+    /// MAIL is refused (530) until STARTTLS.
+    pub require_tls: bool,
 }
 
 /// What the connection must do after a call.
@@ -58,6 +62,9 @@ pub enum Action {
         last: bool,
         discard: bool,
     },
+    /// Send what was written (the 220), discard any input already read,
+    /// run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
     /// Send what was written and close the connection.
     Close,
 }
@@ -120,6 +127,8 @@ pub struct Session {
     state: State,
     helo: Option<String>,
     esmtp: bool,
+    /// STARTTLS completed.
+    tls: bool,
     envelope: Envelope,
     /// Octets of BDAT chunks received in this transaction.
     chunked: u64,
@@ -135,6 +144,7 @@ impl Session {
             state: State::Connected,
             helo: None,
             esmtp: false,
+            tls: false,
             envelope: Envelope::default(),
             chunked: 0,
             chunk_refusal: None,
@@ -150,6 +160,20 @@ impl Session {
     /// The HELO/EHLO name, once given.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
+    }
+
+    /// The TLS handshake finished: per RFC 3207 §4.2 everything learnt
+    /// before it is forgotten, and the client must say EHLO again.
+    pub fn tls_started(&mut self) {
+        *self = Session {
+            tls: true,
+            ..Session::new(self.config.clone())
+        };
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Whether the client said EHLO (for `with ESMTP`).
@@ -236,6 +260,7 @@ impl Session {
                 reply::HELP.write(out);
                 Action::ReadCommands
             }
+            Command::StartTls => self.starttls(out),
             Command::Vrfy => {
                 reply::CANNOT_VRFY.write(out);
                 Action::ReadCommands
@@ -272,14 +297,36 @@ impl Session {
         );
         if esmtp {
             let size = format!("SIZE {}", self.config.max_message_size);
-            write_multiline_ehlo(out, &greeting, &size);
+            let starttls = self.config.starttls && !self.tls;
+            write_multiline_ehlo(out, &greeting, &size, starttls);
         } else {
             write_line(out, 250, "", &greeting, true);
         }
         Action::ReadCommands
     }
 
+    fn starttls(&mut self, out: &mut Vec<u8>) -> Action {
+        if !self.config.starttls {
+            reply::TLS_NOT_OFFERED.write(out);
+        } else if self.tls {
+            reply::BAD_SEQUENCE.write_with(out, format_args!("TLS is already active"));
+        } else if self.in_transaction() {
+            reply::BAD_SEQUENCE.write_with(
+                out,
+                format_args!("a mail transaction is in progress; RSET first"),
+            );
+        } else {
+            reply::READY_FOR_TLS.write(out);
+            return Action::StartTls;
+        }
+        Action::ReadCommands
+    }
+
     fn mail(&mut self, from: Option<Mailbox>, params: MailParams, out: &mut Vec<u8>) -> Action {
+        if self.config.require_tls && !self.tls && self.state != State::Connected {
+            reply::TLS_REQUIRED.write(out);
+            return Action::ReadCommands;
+        }
         match self.state {
             State::Connected => {
                 reply::BAD_SEQUENCE.write_with(out, format_args!("say HELO or EHLO first"));
@@ -489,19 +536,17 @@ fn allowed_while_chunking(cmd: &Command) -> bool {
 }
 
 /// The EHLO reply: greeting line, then one line per extension.
-fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str) {
-    reply::write_multiline(
-        out,
-        250,
-        "",
-        &[
-            greeting,
-            "PIPELINING",
-            size,
-            "8BITMIME",
-            "SMTPUTF8",
-            "ENHANCEDSTATUSCODES",
-            "CHUNKING",
-        ],
-    );
+fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls: bool) {
+    let all = [
+        greeting,
+        "PIPELINING",
+        size,
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "STARTTLS",
+    ];
+    let n = if starttls { all.len() } else { all.len() - 1 };
+    reply::write_multiline(out, 250, "", &all[..n]);
 }

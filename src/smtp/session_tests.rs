@@ -13,6 +13,8 @@ fn config() -> SessionConfig {
         accept_domains: Some(vec!["ok.test".into()]),
         max_line_length: 1000,
         bare_newlines: BareNewlinePolicy::Reject,
+        starttls: false,
+        require_tls: false,
     }
 }
 
@@ -324,4 +326,58 @@ fn unparsable_bdat_closes_the_connection() {
     let (r, a) = t.send("BDAT lots");
     assert!(r.starts_with("501 "));
     assert_eq!(a, Action::Close);
+}
+
+fn tls_config(require_tls: bool) -> SessionConfig {
+    SessionConfig {
+        starttls: true,
+        require_tls,
+        ..config()
+    }
+}
+
+#[test]
+fn starttls_is_offered_only_with_material_and_only_before_tls() {
+    let (ehlo, _) = T::new().send("EHLO c.test");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(T::new().code("STARTTLS"), 502);
+
+    let mut t = T::with(tls_config(false));
+    let (ehlo, _) = t.send("EHLO c.test");
+    assert!(ehlo.ends_with("250 STARTTLS\r\n"), "{ehlo}");
+    assert_eq!(t.code("STARTTLS now"), 501);
+    let (reply, action) = t.send("STARTTLS");
+    assert_eq!(reply, "220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(action, Action::StartTls);
+    t.s.tls_started();
+    assert!(t.s.is_tls());
+    // RFC 3207 §4.2: the EHLO name is forgotten; EHLO must come again,
+    // and it no longer offers STARTTLS.
+    assert_eq!(t.s.helo(), None);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 503);
+    let (ehlo, _) = t.send("EHLO c.test");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(t.code("STARTTLS"), 503);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+}
+
+#[test]
+fn starttls_inside_a_transaction_is_503() {
+    let mut t = T::with(tls_config(false));
+    t.ready();
+    let (reply, action) = t.send("STARTTLS");
+    assert!(reply.starts_with("503 5.5.1 "), "{reply}");
+    assert_eq!(action, Action::ReadCommands);
+}
+
+#[test]
+fn require_tls_refuses_mail_before_starttls_with_530() {
+    let mut t = T::with(tls_config(true));
+    assert_eq!(t.code("EHLO c.test"), 250);
+    let (reply, _) = t.send("MAIL FROM:<a@x.test>");
+    assert_eq!(reply, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    assert_eq!(t.send("STARTTLS").1, Action::StartTls);
+    t.s.tls_started();
+    assert_eq!(t.code("EHLO c.test"), 250);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
 }

@@ -17,3 +17,5 @@ mod loadgen;
 mod metrics;
 // --proxy-protocol: raw headers and a real HAProxy in front.
 mod proxy;
+// STARTTLS with a rustls client; SIGHUP reloads.
+mod tls;

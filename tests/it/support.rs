@@ -183,13 +183,16 @@ impl Drop for Server {
     }
 }
 
-/// A raw SMTP client.
-pub struct Client {
-    pub stream: TcpStream,
+/// A raw SMTP client, over TCP or (after STARTTLS) TLS.
+pub struct Client<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
-impl Client {
+/// The stream of a client after STARTTLS.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+impl Client<TcpStream> {
     pub fn connect(addr: SocketAddr) -> Client {
         Client::over(TcpStream::connect(addr).unwrap())
     }
@@ -206,6 +209,37 @@ impl Client {
         let greeting = c.reply();
         assert!(greeting.starts_with("220 "), "{greeting}");
         c
+    }
+
+    /// STARTTLS (answered 220), then a TLS handshake trusting `config`'s
+    /// roots for the name `mx.test`.
+    pub fn starttls(mut self, config: Arc<rustls::ClientConfig>) -> Client<TlsStream> {
+        let reply = self.cmd("STARTTLS");
+        assert_eq!(reply, "220 2.0.0 Ready to start TLS\r\n");
+        assert!(self.buf.is_empty(), "nothing may follow the 220 in clear");
+        let name = rustls::pki_types::ServerName::try_from("mx.test").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, self.stream);
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .expect("TLS handshake");
+        }
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// A client on a stream whose greeting was already read.
+    pub fn without_greeting(stream: S) -> Client<S> {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
