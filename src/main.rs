@@ -59,10 +59,7 @@ fn main() -> ExitCode {
         cli.verbose.min(3) as i8
     };
     let result = match cli.command {
-        Command::Serve(args) => (*args)
-            .resolve()
-            .and_then(|config| sluice::server::serve(config, verbosity))
-            .map(|()| true),
+        Command::Serve(args) => sluice::server::serve(*args, verbosity).map(|()| true),
         Command::Spool(cmd) => sluice::tools::run(cmd),
         Command::Tune(TuneCommand::Check {
             spool,

@@ -6,11 +6,13 @@
 //!
 //! - [`shard`]: one core's listeners, writer, buffer pool, accept loop.
 //! - [`connection`]: one client connection.
+//! - [`reload`]: SIGHUP re-reads the configuration.
 //! - [`settings`]: what sessions run with; swapped on SIGHUP.
 //! - [`shutdown`]: SIGTERM/SIGINT to every core.
 //! - [`transport`]: plain TCP or TLS under a session.
 
 pub mod connection;
+pub mod reload;
 pub mod settings;
 pub mod shard;
 pub mod shutdown;
@@ -22,7 +24,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::Config;
+use crate::config::ServeArgs;
 use crate::metrics::CoreMetrics;
 use crate::spool::recover::recover_core;
 use crate::spool::walk::core_dir;
@@ -32,8 +34,12 @@ use settings::Published;
 /// Memory io_uring may lock per executor (glommio's registered buffers).
 const IO_MEMORY: usize = 512 << 10;
 
-/// Runs the server until SIGTERM/SIGINT; returns once every core stopped.
-pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
+/// Resolves `args` (flags over the config file), runs the server until
+/// SIGTERM/SIGINT, re-reads `args` on SIGHUP; returns once every core
+/// stopped.
+pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
+    let mut config = args.clone().resolve()?;
+    let parsed_at_start = config.clone();
     if config.durability == Durability::None {
         eprintln!(
             "sluice: WARNING: --durability none: messages are acknowledged without fsync; \
@@ -71,6 +77,8 @@ pub fn serve(mut config: Config, verbosity: i8) -> Result<()> {
     };
     let config = Arc::new(config);
     let published = Arc::new(Published::new(config.clone()));
+    reload::spawn(args, parsed_at_start, published.clone())
+        .context("cannot install the SIGHUP handler")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (core, &cpu) in config.cpus.iter().enumerate() {

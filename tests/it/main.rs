@@ -17,5 +17,7 @@ mod loadgen;
 mod metrics;
 // --proxy-protocol: raw headers and a real HAProxy in front.
 mod proxy;
-// STARTTLS with a rustls client; SIGHUP reloads.
+// STARTTLS with a rustls client.
 mod tls;
+// SIGHUP reloads the configuration and TLS material.
+mod reload;

@@ -1,7 +1,7 @@
 //! STARTTLS (RFC 3207) with a real TLS client (rustls) and a certificate
 //! generated for the test: a transaction over TLS, the trace header,
 //! command injection, --require-tls, bad material at start-up, a broken
-//! handshake, and certificates re-read on SIGHUP.
+//! handshake. (SIGHUP re-reading certificates: `reload.rs`.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
