@@ -10,7 +10,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
 use crate::rt::{self, TcpStream};
+use crate::tls::TlsWire;
 use crate::workload::Body;
 
 /// How the message travels.
@@ -33,9 +39,31 @@ pub struct Outcome {
     pub eod_latency: Duration,
 }
 
+/// The connection under the session.
+enum Wire {
+    Plain(TcpStream),
+    Tls(Box<TlsWire>),
+}
+
+impl Wire {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf).await,
+            Wire::Tls(t) => t.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Wire::Plain(s) => s.write_all(buf).await,
+            Wire::Tls(t) => t.write_all(buf).await,
+        }
+    }
+}
+
 /// An open SMTP connection.
 pub struct Client {
-    stream: TcpStream,
+    stream: Wire,
     input: Vec<u8>,
     out: Vec<u8>,
     /// Limit on every read and write.
@@ -47,11 +75,17 @@ pub struct Client {
 const COPY_LIMIT: usize = 64 << 10;
 
 impl Client {
-    /// Connects, reads the 220 greeting and says EHLO.
-    pub async fn connect(target: SocketAddr, helo: &str, timeout: Duration) -> io::Result<Client> {
+    /// Connects, reads the 220 greeting and says EHLO; with `tls`, then
+    /// STARTTLS, the handshake and EHLO again.
+    pub async fn connect(
+        target: SocketAddr,
+        helo: &str,
+        timeout: Duration,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> io::Result<Client> {
         let stream = rt::timeout(timeout, TcpStream::connect(target)).await?;
         let mut c = Client {
-            stream,
+            stream: Wire::Plain(stream),
             input: Vec::with_capacity(4096),
             out: Vec::with_capacity(4096),
             timeout,
@@ -60,14 +94,44 @@ impl Client {
         if code != 220 {
             return Err(protocol(format!("greeting was not 220: {code} {text}")));
         }
-        c.out
-            .extend_from_slice(format!("EHLO {helo}\r\n").as_bytes());
-        c.flush().await?;
-        let (code, text) = c.reply().await?;
-        if code != 250 {
-            return Err(protocol(format!("EHLO refused: {code} {text}")));
+        c.command(&format!("EHLO {helo}\r\n"), 250, "EHLO refused")
+            .await?;
+        let Some(config) = tls else {
+            return Ok(c);
+        };
+        c.command("STARTTLS\r\n", 220, "STARTTLS refused").await?;
+        if !c.input.is_empty() {
+            return Err(protocol(
+                "the server sent more after its 220 to STARTTLS".into(),
+            ));
         }
+        let Wire::Plain(tcp) = c.stream else {
+            unreachable!("TLS starts once");
+        };
+        let name = ServerName::IpAddress(target.ip().into());
+        let wire = rt::timeout(timeout, TlsWire::handshake(tcp, config.clone(), name)).await?;
+        let mut c = Client {
+            stream: Wire::Tls(Box::new(wire)),
+            ..c
+        };
+        c.command(
+            &format!("EHLO {helo}\r\n"),
+            250,
+            "EHLO after STARTTLS refused",
+        )
+        .await?;
         Ok(c)
+    }
+
+    /// Sends `line` and expects `want`.
+    async fn command(&mut self, line: &str, want: u16, what: &str) -> io::Result<()> {
+        self.out.extend_from_slice(line.as_bytes());
+        self.flush().await?;
+        let (code, text) = self.reply().await?;
+        if code != want {
+            return Err(protocol(format!("{what}: {code} {text}")));
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> io::Result<()> {

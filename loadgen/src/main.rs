@@ -8,6 +8,7 @@ mod client;
 mod rt;
 mod run;
 mod stats;
+mod tls;
 mod workload;
 
 use std::io::{IsTerminal, Write};
@@ -92,6 +93,15 @@ struct Opt {
     /// Seconds to wait for the server on any read or write.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     io_timeout: Duration,
+    /// STARTTLS on every connection (then EHLO again). Without --tls-ca
+    /// the server's certificate is not verified (handshake signatures
+    /// are): this is a load tool, not a mail client.
+    #[arg(long)]
+    tls: bool,
+    /// PEM file with the certificates to trust for --tls (verifies the
+    /// chain for the target's IP address).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -219,6 +229,10 @@ fn settings(o: &Opt) -> Result<Settings> {
         rate: o.rate,
         verify: o.verify,
         io_timeout: o.io_timeout,
+        tls: match o.tls {
+            true => Some(tls::client_config(o.tls_ca.as_deref())?),
+            false => None,
+        },
     })
 }
 
@@ -290,13 +304,14 @@ fn real_main(o: &Opt) -> Result<bool> {
     let report = Report {
         target: &o.target,
         settings: format!(
-            "{} connections, {} cores, {:?} mode, pipelining {}, size {}, {} recipient(s){}",
+            "{} connections, {} cores, {:?} mode, pipelining {}, size {}, {} recipient(s){}{}",
             s.connections,
             s.cpus.len(),
             s.mode,
             o.pipelining,
             o.size,
             s.recipients,
+            if s.tls.is_some() { ", STARTTLS" } else { "" },
             s.rate
                 .map_or(String::new(), |r| format!(", open loop at {r} msg/s"))
         ),

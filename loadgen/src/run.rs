@@ -44,6 +44,8 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub verify: bool,
     pub io_timeout: Duration,
+    /// STARTTLS on every connection.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// State shared by all cores.
@@ -194,18 +196,19 @@ impl Conn {
         let mut backoff = Duration::from_millis(50);
         let mut header = Vec::with_capacity(512);
         'connect: while !self.shared.finished() {
-            let mut client = match Client::connect(s.target, &s.helo, s.io_timeout).await {
-                Ok(c) => {
-                    backoff = Duration::from_millis(50);
-                    c
-                }
-                Err(e) => {
-                    self.connection_error(live, &e);
-                    rt::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            };
+            let mut client =
+                match Client::connect(s.target, &s.helo, s.io_timeout, s.tls.as_ref()).await {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(50);
+                        c
+                    }
+                    Err(e) => {
+                        self.connection_error(live, &e);
+                        rt::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                };
             let mut on_this = 0u64;
             loop {
                 if self.shared.finished() || !self.shared.claim() {

@@ -3,15 +3,21 @@ use std::sync::Once;
 
 use crate::support::*;
 
-/// The sluice-loadgen binary beside the sluice binary, built on demand
-/// (it is another package of this workspace).
+/// The sluice-loadgen binary, built on demand (it is another package of
+/// this workspace) into its own target directory: built alone, its
+/// dependencies resolve features differently than in the test build, and
+/// sharing one directory would rebuild it on every alternation.
 fn loadgen() -> std::path::PathBuf {
     static BUILD: Once = Once::new();
-    let bin = std::path::Path::new(BIN).with_file_name("sluice-loadgen");
+    let profile_dir = std::path::Path::new(BIN).parent().unwrap();
+    let release = profile_dir.ends_with("release");
+    let target_dir = profile_dir.parent().unwrap().join("loadgen-it");
+    let profile = if release { "release" } else { "debug" };
+    let bin = target_dir.join(profile).join("sluice-loadgen");
     BUILD.call_once(|| {
-        let release = bin.parent().is_some_and(|d| d.ends_with("release"));
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "sluice-loadgen"]);
+        cmd.args(["build", "-p", "sluice-loadgen", "--target-dir"])
+            .arg(&target_dir);
         if release {
             cmd.arg("--release");
         }
@@ -132,4 +138,51 @@ fn loadgen_duration_and_open_loop() {
     assert!(sent > 0 && rate <= 240.0, "{r}");
     assert!(acked >= sent);
     assert_eq!(exported(&s.spool).len() as u64, acked);
+}
+
+#[test]
+fn loadgen_over_starttls_verifies_the_certificate_and_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = crate::tls::Material::new(dir.path(), "mx");
+    let flags = m.flags();
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let s = Server::start(&args);
+    let ca = m.cert.to_str().unwrap();
+    let r = load(
+        &s,
+        &[
+            "--messages",
+            "300",
+            "--connections",
+            "10",
+            "--messages-per-connection",
+            "7",
+            "--size",
+            "1k-64k",
+            "--verify",
+            "--tls",
+            "--tls-ca",
+            ca,
+        ],
+    );
+    assert_eq!(r["sent"], 300, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(check_checksums(&s.spool), 300);
+    for (id, (_, data)) in exported(&s.spool) {
+        let head = String::from_utf8_lossy(&data[..200.min(data.len())]).to_string();
+        assert!(head.contains("with ESMTPS (TLS1.3 "), "{id}: {head}");
+    }
+
+    // A certificate the loader does not trust: every connection fails.
+    let other = crate::tls::Material::new(dir.path(), "other");
+    let out = Command::new(loadgen())
+        .args(["--target", &s.addr.to_string(), "--json", "--quiet"])
+        .args(["--cores", "1", "--messages", "5", "--connections", "1"])
+        .args(["--max-time", "5s", "--tls", "--tls-ca"])
+        .arg(&other.cert)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid peer certificate"), "{err}");
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::support::*;
 
-/// A self-signed certificate for `mx.test`, written as PEM files.
+/// A self-signed certificate for `mx.test` and 127.0.0.1, as PEM files.
 pub struct Material {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -18,7 +18,8 @@ pub struct Material {
 
 impl Material {
     pub fn new(dir: &Path, name: &str) -> Material {
-        let made = rcgen::generate_simple_self_signed(vec!["mx.test".to_string()]).unwrap();
+        let names = vec!["mx.test".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
         let cert = dir.join(format!("{name}.crt"));
         let key = dir.join(format!("{name}.key"));
         std::fs::write(&cert, made.cert.pem()).unwrap();
