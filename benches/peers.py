@@ -215,12 +215,19 @@ class Haraka:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def load(port, size, sessions, seconds, cores):
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load(port, size, sessions, seconds, cores, extra=()):
     args = [LOADGEN, "--target", f"127.0.0.1:{port}", "--connections", str(sessions),
             "--size", size, "--duration", f"{seconds}s", "--warmup", "1s",
             "--json", "--quiet", "--max-error-rate", "1"]
     if cores:
         args += ["--cores", cores]
+    args += list(extra)
     out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=seconds + 60)
     return json.loads(out.stdout)
 

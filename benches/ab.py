@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""A/B: the same sluice-loadgen workload against sluice variants, alternated.
+
+Each VARIANT is NAME=PATH-TO-SLUICE, optionally with ":tls" (the server gets
+a fresh self-signed certificate from openssl and the load generator does
+STARTTLS on every connection). Rounds alternate the order of the variants,
+so drift on a shared machine hits them alike; the table gives every round
+and the median, and each median's ratio to the first variant.
+
+  benches/ab.py base=/tmp/old/sluice new=target/release/sluice
+  benches/ab.py plain=target/release/sluice tls=target/release/sluice:tls
+
+Every load is bounded (--duration); the run takes about
+rounds x variants x (seconds + 3) seconds.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import free_port, load, stop_process, wait_port  # noqa: E402
+
+
+def self_signed(workdir):
+    cert, key = os.path.join(workdir, "ab.crt"), os.path.join(workdir, "ab.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def run_variant(binary, tls, args, workdir, material):
+    port = free_port()
+    spool = os.path.join(workdir, "ab-spool")
+    shutil.rmtree(spool, ignore_errors=True)
+    cmd = [binary, "serve", "-q", "--listen", f"127.0.0.1:{port}", "--spool", spool,
+           "--max-message-size", "64M"]
+    if args.server_cores:
+        cmd += ["--cores", args.server_cores]
+    extra = args.loadgen_args.split()
+    if tls:
+        cmd += ["--tls-cert", material[0], "--tls-key", material[1]]
+        extra += ["--tls", "--tls-ca", material[0]]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        r = load(port, args.size, args.sessions, args.seconds, args.loadgen_cores, extra)
+    finally:
+        stop_process(proc)
+        shutil.rmtree(spool, ignore_errors=True)
+    if r["errors"]:
+        raise SystemExit(f"ab: {r['errors']} errors in a run; not a fair comparison")
+    return r["messages_per_s"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="+", metavar="NAME=SLUICE[:tls]")
+    ap.add_argument("--size", default="1k")
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--server-cores", default="")
+    ap.add_argument("--loadgen-cores", default="")
+    ap.add_argument("--loadgen-args", default="", help="more sluice-loadgen flags, one string")
+    args = ap.parse_args()
+    variants = []
+    for v in args.variants:
+        name, _, spec = v.partition("=")
+        binary, _, flag = spec.partition(":")
+        if not name or not os.access(binary, os.X_OK) or flag not in ("", "tls"):
+            raise SystemExit(f"ab: {v!r} is not NAME=PATH-TO-SLUICE[:tls]")
+        variants.append((name, binary, flag == "tls"))
+    results = {name: [] for name, _, _ in variants}
+    with tempfile.TemporaryDirectory() as workdir:
+        material = self_signed(workdir) if any(t for _, _, t in variants) else None
+        for rnd in range(args.rounds):
+            order = variants if rnd % 2 == 0 else list(reversed(variants))
+            for name, binary, tls in order:
+                rate = run_variant(binary, tls, args, workdir, material)
+                results[name].append(rate)
+                print(f"round {rnd + 1}: {name} {rate:,.0f} msg/s", file=sys.stderr)
+    first = statistics.median(results[variants[0][0]])
+    print(f"{args.size} x {args.sessions} sessions {args.loadgen_args}, {args.seconds} s per run, "
+          f"{args.rounds} rounds\n")
+    print("| variant | msgs/s per round | median | ratio |")
+    print("|---|---|---:|---:|")
+    for name, _, _ in variants:
+        med = statistics.median(results[name])
+        rounds = ", ".join(f"{r:,.0f}" for r in results[name])
+        print(f"| {name} | {rounds} | {med:,.0f} | {med / first:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
