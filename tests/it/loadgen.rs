@@ -167,7 +167,25 @@ fn loadgen_over_starttls_verifies_the_certificate_and_every_message() {
     );
     assert_eq!(r["sent"], 300, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
-    assert_eq!(check_checksums(&s.spool), 300);
+    let bdat = load(
+        &s,
+        &[
+            "--messages",
+            "100",
+            "--connections",
+            "4",
+            "--mode",
+            "bdat",
+            "--size",
+            "1k-300k",
+            "--verify",
+            "--tls",
+            "--tls-ca",
+            ca,
+        ],
+    );
+    assert_eq!(bdat["sent"], 100, "{bdat}");
+    assert_eq!(check_checksums(&s.spool), 400);
     for (id, (_, data)) in exported(&s.spool) {
         let head = String::from_utf8_lossy(&data[..200.min(data.len())]).to_string();
         assert!(head.contains("with ESMTPS (TLS1.3 "), "{id}: {head}");
