@@ -165,6 +165,12 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(default)]
     pub require_tls: bool,
+
+    /// When the spool not yet handed on by `sluice drain` grows past this
+    /// (all cores together; K, M, G suffixes), new mail gets 452 4.3.1
+    /// until the drain catches up. Default: no limit.
+    #[arg(long, value_name = "BYTES")]
+    pub spool_max_bytes: Option<String>,
 }
 
 /// The validated configuration.
@@ -212,6 +218,8 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// MAIL needs STARTTLS first.
     pub require_tls: bool,
+    /// Undrained spool limit, octets.
+    pub spool_max_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -263,6 +271,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             require_tls: self.require_tls || file.require_tls,
+            spool_max_bytes: self.spool_max_bytes.or(file.spool_max_bytes),
         }
     }
 
@@ -396,6 +405,10 @@ impl ServeArgs {
             proxy_from,
             tls,
             require_tls: self.require_tls,
+            spool_max_bytes: match self.spool_max_bytes {
+                Some(s) => Some(size_arg("--spool-max-bytes", Some(s), 0)?),
+                None => None,
+            },
         })
     }
 }

@@ -11,6 +11,7 @@
 //! - [`server`]: one pinned glommio executor per core, listeners,
 //!   connections, shutdown.
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
+//! - [`drain`]: `sluice drain`, the spool into NATS JetStream.
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.
 //! - [`proxy`]: PROXY protocol v1/v2 headers, CIDR lists.
 //! - [`tls`]: STARTTLS certificates and keys (rustls).
@@ -18,6 +19,7 @@
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
 pub mod config;
+pub mod drain;
 pub mod metrics;
 pub mod proxy;
 pub mod scan;

@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the SMTP server (defaults: 127.0.0.1:2525, spool ./spool, all cores).
     Serve(Box<ServeArgs>),
+    /// Hand every committed message in a spool to a NATS JetStream
+    /// stream (runs beside `serve`; deletes drained segments).
+    Drain(Box<sluice::drain::DrainArgs>),
     /// Inspect a spool without a running server.
     #[command(subcommand)]
     Spool(SpoolCommand),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => sluice::server::serve(*args, verbosity).map(|()| true),
+        Command::Drain(args) => sluice::drain::run(*args, verbosity).map(|()| true),
         Command::Spool(cmd) => sluice::tools::run(cmd),
         Command::Tune(TuneCommand::Check {
             spool,

@@ -1,5 +1,6 @@
 //! The metrics endpoint: `GET /metrics` and `GET /healthz` over plain
-//! HTTP/1.1 on `--metrics ADDR`, served by one ordinary thread.
+//! HTTP/1.1 on `--metrics ADDR`, served by one ordinary thread (for
+//! `sluice serve` and `sluice drain` alike: each supplies its pages).
 //!
 //! Why it exists: scrapes come a few times a minute, so a blocking thread
 //! outside the executors is the simplest thing that cannot slow the SMTP
@@ -13,13 +14,37 @@ use std::time::Duration;
 
 use super::{health, render, unix_millis, CoreMetrics};
 
+/// A page: `Ok(body)` is 200, `Err(body)` is 503.
+pub type Page = Result<String, String>;
+
+/// The two pages an endpoint serves.
+pub trait Pages: Send + 'static {
+    /// `/metrics`, Prometheus text.
+    fn metrics(&self) -> String;
+    /// `/healthz`.
+    fn health(&self) -> Page;
+}
+
+/// The server's pages: every core's metrics.
+pub struct CorePages(pub Vec<Arc<CoreMetrics>>);
+
+impl Pages for CorePages {
+    fn metrics(&self) -> String {
+        render::render(&self.0)
+    }
+
+    fn health(&self) -> Page {
+        health::check(&self.0, unix_millis())
+    }
+}
+
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Request heads larger than this are refused.
 const MAX_HEAD: usize = 8 << 10;
 
 /// Binds `addr` and serves it on a new thread; returns the bound address.
-pub fn spawn(addr: SocketAddr, cores: Vec<Arc<CoreMetrics>>) -> io::Result<SocketAddr> {
+pub fn spawn(addr: SocketAddr, pages: impl Pages) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
@@ -28,7 +53,7 @@ pub fn spawn(addr: SocketAddr, cores: Vec<Arc<CoreMetrics>>) -> io::Result<Socke
             for stream in listener.incoming() {
                 match stream {
                     Ok(s) => {
-                        let _ = answer(s, &cores);
+                        let _ = answer(s, &pages);
                     }
                     Err(e) => {
                         eprintln!("sluice: metrics: accept failed: {e}");
@@ -41,7 +66,7 @@ pub fn spawn(addr: SocketAddr, cores: Vec<Arc<CoreMetrics>>) -> io::Result<Socke
 }
 
 /// Reads one request and writes one response.
-fn answer(mut stream: TcpStream, cores: &[Arc<CoreMetrics>]) -> io::Result<()> {
+fn answer(mut stream: TcpStream, pages: &impl Pages) -> io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
@@ -76,8 +101,8 @@ fn answer(mut stream: TcpStream, cores: &[Arc<CoreMetrics>]) -> io::Result<()> {
         );
     }
     match path {
-        "/metrics" => respond(&mut stream, "200 OK", &render::render(cores), head_only),
-        "/healthz" => match health::check(cores, unix_millis()) {
+        "/metrics" => respond(&mut stream, "200 OK", &pages.metrics(), head_only),
+        "/healthz" => match pages.health() {
             Ok(text) => respond(&mut stream, "200 OK", &text, head_only),
             Err(text) => respond(&mut stream, "503 Service Unavailable", &text, head_only),
         },

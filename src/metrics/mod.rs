@@ -36,6 +36,11 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
+    /// Sets the value (for gauges; single writer).
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -121,6 +126,9 @@ pub struct CoreMetrics {
     pub spooled_bytes: Counter,
     /// Batches whose write or sync failed.
     pub spool_failures: Counter,
+    /// Spool octets the drain has not handed on (a gauge, written by the
+    /// backlog thread).
+    pub undrained_bytes: Counter,
     /// Messages per batch.
     pub batch_messages: Histogram,
     /// Batch `fdatasync` latency in microseconds.
@@ -146,6 +154,7 @@ impl Default for CoreMetrics {
             syncs: Counter::default(),
             spooled_bytes: Counter::default(),
             spool_failures: Counter::default(),
+            undrained_bytes: Counter::default(),
             batch_messages: Histogram::new(BATCH_BOUNDS),
             sync_micros: Histogram::new(SYNC_MICROS_BOUNDS),
             heartbeat_ms: AtomicU64::new(0),

@@ -16,7 +16,7 @@ use super::{CoreMetrics, Counter, Histogram, REPLY_CLASSES};
 pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
     let mut s = String::with_capacity(4096);
     type Pick = fn(&CoreMetrics) -> &Counter;
-    let per_core: [(&str, &str, &str, Pick); 11] = [
+    let per_core: [(&str, &str, &str, Pick); 12] = [
         ("sluice_connections_accepted_total", "counter", "Connections accepted.", |m| &m.accepted),
         ("sluice_connections_rejected_total", "counter", "Connections refused: over --max-connections, or a missing, malformed or untrusted PROXY header.", |m| &m.rejected),
         ("sluice_connections_open", "gauge", "Connections open now.", |m| &m.open),
@@ -28,6 +28,7 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         ("sluice_spool_syncs_total", "counter", "fdatasync calls that made a batch durable.", |m| &m.syncs),
         ("sluice_spool_bytes_total", "counter", "Octets appended to the spool (records and framing).", |m| &m.spooled_bytes),
         ("sluice_spool_failures_total", "counter", "Batches whose write or sync failed (answered 451/452).", |m| &m.spool_failures),
+        ("sluice_spool_undrained_bytes", "gauge", "Spool octets sluice drain has not handed on yet (all of them without a drain).", |m| &m.undrained_bytes),
     ];
     for (name, kind, help, pick) in &per_core {
         header(&mut s, name, kind, help);

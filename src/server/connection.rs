@@ -160,6 +160,11 @@ impl Connection {
         }
         self.session.greet(&mut self.out);
         loop {
+            let full = self
+                .shard
+                .spool_full
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.session.set_spool_full(full);
             if let Err(end) = self.process_input().await {
                 return end;
             }

@@ -5,12 +5,14 @@
 //! core, the addresses bound, and any reason a core could not start.
 //!
 //! - [`shard`]: one core's listeners, writer, buffer pool, accept loop.
+//! - [`backlog`]: --spool-max-bytes, undrained spool per core.
 //! - [`connection`]: one client connection.
 //! - [`reload`]: SIGHUP re-reads the configuration.
 //! - [`settings`]: what sessions run with; swapped on SIGHUP.
 //! - [`shutdown`]: SIGTERM/SIGINT to every core.
 //! - [`transport`]: plain TCP or TLS under a session.
 
+pub mod backlog;
 pub mod connection;
 pub mod reload;
 pub mod settings;
@@ -70,7 +72,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
     let metrics: Vec<Arc<CoreMetrics>> = config.cpus.iter().map(|_| Arc::default()).collect();
     let metrics_addr = match config.metrics {
         Some(addr) => Some(
-            crate::metrics::http::spawn(addr, metrics.clone())
+            crate::metrics::http::spawn(addr, crate::metrics::http::CorePages(metrics.clone()))
                 .with_context(|| format!("--metrics {addr}: cannot serve metrics there"))?,
         ),
         None => None,
@@ -79,6 +81,14 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
     let published = Arc::new(Published::new(config.clone()));
     reload::spawn(args, parsed_at_start, published.clone())
         .context("cannot install the SIGHUP handler")?;
+    let spool_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    backlog::spawn(
+        config.spool.clone(),
+        published.clone(),
+        metrics.clone(),
+        spool_full.clone(),
+    )
+    .context("cannot start the spool backlog watcher")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (core, &cpu) in config.cpus.iter().enumerate() {
@@ -100,6 +110,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             recovery,
             flag: flag.clone(),
             published: published.clone(),
+            spool_full: spool_full.clone(),
             verbosity,
             ready: ready_tx.clone(),
         };

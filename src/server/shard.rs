@@ -91,6 +91,8 @@ pub struct Shard {
     pub verbosity: i8,
     /// Counters, read by the metrics endpoint and the stop line.
     pub metrics: Arc<CoreMetrics>,
+    /// Set while the undrained spool is over --spool-max-bytes.
+    pub spool_full: Arc<AtomicBool>,
 }
 
 impl Shard {
@@ -127,6 +129,8 @@ pub struct CoreStart {
     pub flag: Arc<AtomicBool>,
     /// The configuration, now and after reloads.
     pub published: Arc<Published>,
+    /// Set while the undrained spool is over --spool-max-bytes.
+    pub spool_full: Arc<AtomicBool>,
     /// -1 quiet, 0 normal, 1+ verbose.
     pub verbosity: i8,
     /// Gets `Ok` once every listener is bound, or why one could not be.
@@ -141,6 +145,7 @@ pub async fn run(start: CoreStart) {
         recovery,
         flag,
         published,
+        spool_full,
         verbosity,
         ready,
     } = start;
@@ -187,6 +192,7 @@ pub async fn run(start: CoreStart) {
         shutdown: Rc::new(Shutdown::default()),
         verbosity,
         metrics,
+        spool_full,
         settings: RefCell::new(Settings::new(config.clone())),
         generation: Cell::new(generation),
     });

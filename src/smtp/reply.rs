@@ -120,6 +120,8 @@ replies! {
     LOCAL_ERROR = 451 "4.3.0" "Local error in processing, message not stored; try again later";
     /// The spool is out of space.
     INSUFFICIENT_STORAGE = 452 "4.3.1" "Insufficient system storage, message not stored; try again later";
+    /// The spool not yet handed on is over --spool-max-bytes.
+    SPOOL_FULL = 452 "4.3.1" "Insufficient system storage: the spool is full until it drains, try again later";
     /// Over --max-recipients (RFC 5321 §4.5.3.1.10).
     TOO_MANY_RECIPIENTS = 452 "4.5.3" "Too many recipients";
     /// Unknown verb.

@@ -129,6 +129,8 @@ pub struct Session {
     esmtp: bool,
     /// STARTTLS completed.
     tls: bool,
+    /// The spool is over its undrained limit: MAIL gets 452.
+    spool_full: bool,
     envelope: Envelope,
     /// Octets of BDAT chunks received in this transaction.
     chunked: u64,
@@ -145,6 +147,7 @@ impl Session {
             helo: None,
             esmtp: false,
             tls: false,
+            spool_full: false,
             envelope: Envelope::default(),
             chunked: 0,
             chunk_refusal: None,
@@ -169,6 +172,12 @@ impl Session {
             tls: true,
             ..Session::new(self.config.clone())
         };
+    }
+
+    /// Tells the session whether the spool is over its undrained limit;
+    /// while it is, new transactions are refused with 452 4.3.1.
+    pub fn set_spool_full(&mut self, full: bool) {
+        self.spool_full = full;
     }
 
     /// Whether the session runs over TLS.
@@ -340,6 +349,10 @@ impl Session {
                 return Action::ReadCommands;
             }
             _ => {}
+        }
+        if self.spool_full {
+            reply::SPOOL_FULL.write(out);
+            return Action::ReadCommands;
         }
         if !self.esmtp && params != MailParams::default() {
             reply::UNKNOWN_PARAMETER.write_with(out, format_args!("MAIL parameters need EHLO"));

@@ -381,3 +381,15 @@ fn require_tls_refuses_mail_before_starttls_with_530() {
     assert_eq!(t.code("EHLO c.test"), 250);
     assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
 }
+
+#[test]
+fn a_full_spool_refuses_new_transactions_with_452_until_it_drains() {
+    let mut t = T::new();
+    assert_eq!(t.code("EHLO c.test"), 250);
+    t.s.set_spool_full(true);
+    let (reply, _) = t.send("MAIL FROM:<a@x.test>");
+    assert!(reply.starts_with("452 4.3.1 "), "{reply}");
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
+    t.s.set_spool_full(false);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+}

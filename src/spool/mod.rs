@@ -13,13 +13,19 @@
 //! - [`writer`]: the per-core group-commit writer (glommio).
 //! - [`walk`]: reading segments back (recovery, tools).
 //! - [`recover`]: start-up recovery of a torn tail.
+//! - [`tail`]: following a core's spool as it grows (for the drain).
+//! - [`backlog`]: undrained bytes and messages after the cursor.
+//! - [`cursor`]: how far the drain has handed a core's spool on.
 //! - [`export`]: JSONL, mbox and maildir output for the tools.
 
+pub mod backlog;
+pub mod cursor;
 pub mod envelope;
 pub mod export;
 pub mod id;
 pub mod record;
 pub mod recover;
+pub mod tail;
 pub mod walk;
 pub mod writer;
 

@@ -35,7 +35,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
+    /// The kind a header byte names.
+    pub fn from_u8(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Chunk),
             2 => Some(Kind::Commit),
@@ -120,9 +121,14 @@ pub struct RecordReader<R> {
 impl<R: Read> RecordReader<R> {
     /// Reads from the start of `input`.
     pub fn new(input: R) -> Self {
+        RecordReader::starting_at(input, 0)
+    }
+
+    /// Reads from `input` already positioned at `offset` of its segment.
+    pub fn starting_at(input: R, offset: u64) -> Self {
         RecordReader {
             input,
-            offset: 0,
+            offset,
             payload: Vec::new(),
         }
     }

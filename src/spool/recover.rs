@@ -63,6 +63,11 @@ pub fn recover_core(dir: &Path) -> io::Result<Recovery> {
         }
         Ok(())
     })?;
+    // The drain may have deleted every segment holding the newest ids:
+    // its cursor remembers the last one it handed on.
+    if let Some(c) = super::cursor::read(dir)? {
+        r.last_id = r.last_id.max(Some(c.last_id()));
+    }
     if let Some((segment, path, file_len, data_end, last_commit_end)) = ends.pop() {
         r.next_segment = segment + 1;
         if file_len > last_commit_end {

@@ -139,45 +139,15 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                 Step::Record { kind, offset } => {
                     let payload = reader.payload();
                     match kind {
-                        Kind::Chunk => {
-                            let Some(id) = payload.get(..8) else {
-                                f(problem(segment, offset, "chunk record without a queue id"))?;
-                                continue;
-                            };
-                            let id = u64::from_le_bytes(id.try_into().expect("8"));
-                            pending.entry(id).or_default().push(ChunkLoc {
-                                segment,
-                                offset: offset + HEADER_LEN as u64 + 8,
-                                len: payload.len() as u64 - 8,
-                            });
-                        }
+                        Kind::Chunk => match chunk_loc(segment, offset, payload) {
+                            Some((id, loc)) => pending.entry(id).or_default().push(loc),
+                            None => f(problem(segment, offset, "chunk record without a queue id"))?,
+                        },
                         Kind::Commit => {
                             last_commit_end = offset + framed_len(payload.len());
-                            match StoredEnvelope::decode(payload) {
-                                Ok((envelope, inline)) => {
-                                    let chunks = pending.remove(&envelope.id.0).unwrap_or_default();
-                                    if chunks.len() != envelope.chunks as usize {
-                                        f(problem(
-                                            segment,
-                                            offset,
-                                            &format!(
-                                                "message {} expects {} chunks, found {}",
-                                                envelope.id,
-                                                envelope.chunks,
-                                                chunks.len()
-                                            ),
-                                        ))?;
-                                        continue;
-                                    }
-                                    f(Event::Message(Found {
-                                        inline: inline.to_vec(),
-                                        envelope,
-                                        segment,
-                                        offset,
-                                        chunks,
-                                    }))?;
-                                }
-                                Err(e) => f(problem(segment, offset, &e.to_string()))?,
+                            match committed(segment, offset, payload, &mut pending) {
+                                Ok(found) => f(Event::Message(found))?,
+                                Err(what) => f(problem(segment, offset, &what))?,
                             }
                         }
                     }
@@ -204,6 +174,47 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
         })?;
     }
     Ok(())
+}
+
+/// A chunk record's queue id and where its octets are; `None` when the
+/// payload is too short to hold an id.
+pub fn chunk_loc(segment: u64, offset: u64, payload: &[u8]) -> Option<(u64, ChunkLoc)> {
+    let id = u64::from_le_bytes(payload.get(..8)?.try_into().expect("8 bytes"));
+    Some((
+        id,
+        ChunkLoc {
+            segment,
+            offset: offset + HEADER_LEN as u64 + 8,
+            len: payload.len() as u64 - 8,
+        },
+    ))
+}
+
+/// The message a commit record at `segment`/`offset` makes visible, with
+/// its chunks taken from `pending`; or what is wrong with it.
+pub fn committed(
+    segment: u64,
+    offset: u64,
+    payload: &[u8],
+    pending: &mut HashMap<u64, Vec<ChunkLoc>>,
+) -> Result<Found, String> {
+    let (envelope, inline) = StoredEnvelope::decode(payload).map_err(|e| e.to_string())?;
+    let chunks = pending.remove(&envelope.id.0).unwrap_or_default();
+    if chunks.len() != envelope.chunks as usize {
+        return Err(format!(
+            "message {} expects {} chunks, found {}",
+            envelope.id,
+            envelope.chunks,
+            chunks.len()
+        ));
+    }
+    Ok(Found {
+        inline: inline.to_vec(),
+        envelope,
+        segment,
+        offset,
+        chunks,
+    })
 }
 
 /// The end of the last non-zero octet in `path` at or after `from`

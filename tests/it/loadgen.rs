@@ -7,7 +7,7 @@ use crate::support::*;
 /// this workspace) into its own target directory: built alone, its
 /// dependencies resolve features differently than in the test build, and
 /// sharing one directory would rebuild it on every alternation.
-fn loadgen() -> std::path::PathBuf {
+pub fn loadgen() -> std::path::PathBuf {
     static BUILD: Once = Once::new();
     let profile_dir = std::path::Path::new(BIN).parent().unwrap();
     let release = profile_dir.ends_with("release");
@@ -53,20 +53,25 @@ fn load(s: &Server, args: &[&str]) -> serde_json::Value {
 fn check_checksums(spool: &std::path::Path) -> usize {
     let msgs = exported(spool);
     for (id, (_, data)) in &msgs {
-        let text = without_trace(data);
-        let split = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let headers = String::from_utf8_lossy(&text[..split]);
-        let tag = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Loadgen-Checksum: "))
-            .unwrap_or_else(|| panic!("{id} has no checksum"));
-        assert_eq!(
-            format!("{:08x}", crc32c::crc32c(&text[split..])),
-            tag.trim(),
-            "{id}"
-        );
+        check_loadgen_checksum(id, data);
     }
     msgs.len()
+}
+
+/// A stored message (trace header first) matches its X-Loadgen-Checksum.
+pub fn check_loadgen_checksum(id: &str, data: &[u8]) {
+    let text = without_trace(data);
+    let split = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let headers = String::from_utf8_lossy(&text[..split]);
+    let tag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Loadgen-Checksum: "))
+        .unwrap_or_else(|| panic!("{id} has no checksum"));
+    assert_eq!(
+        format!("{:08x}", crc32c::crc32c(&text[split..])),
+        tag.trim(),
+        "{id}"
+    );
 }
 
 #[test]

@@ -21,3 +21,7 @@ mod proxy;
 mod tls;
 // SIGHUP reloads the configuration and TLS material.
 mod reload;
+// NATS JetStream test support.
+mod nats;
+// sluice drain into a real JetStream cluster.
+mod drain;

@@ -1,0 +1,233 @@
+//! Draining one core's spool: read committed messages in order, publish
+//! them with a window of PubAcks outstanding, move the durable cursor over
+//! the acknowledged prefix, delete segments nothing needs any more.
+//!
+//! Why it exists: this is where "at least once" is made: the cursor only
+//! ever passes messages JetStream acknowledged, in spool order, and is
+//! fsynced before any segment behind it is deleted. A failed publish is
+//! retried (same `Nats-Msg-Id`) until it is acknowledged, so a drain that
+//! is killed, or a NATS node that dies, costs a retry, never a message.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result};
+use async_nats::jetstream::context::PublishAckFuture;
+
+use super::jetstream::Link;
+use super::DrainStats;
+use crate::spool::cursor::{self, Cursor};
+use crate::spool::tail::{Committed, Tail};
+use crate::spool::walk::{check_message, list_segments, read_message};
+
+/// Wait between looks at a spool with nothing new.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// The cursor is written at most this often while messages flow.
+const CURSOR_EVERY: Duration = Duration::from_millis(50);
+/// Longest wait between retries of a failed publish.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What one core's drain needs.
+pub struct CoreDrain {
+    pub core: usize,
+    pub dir: PathBuf,
+    pub link: Arc<Link>,
+    pub stats: Arc<DrainStats>,
+    /// PubAcks outstanding at most.
+    pub window: usize,
+    /// Segments are kept at least this long after their last write.
+    pub retain: Duration,
+    pub stop: Arc<AtomicBool>,
+    pub verbose: bool,
+}
+
+impl CoreDrain {
+    /// Runs until `stop`; then waits for the acks in flight and saves the
+    /// cursor.
+    pub async fn run(self) -> Result<()> {
+        let mut cursor = cursor::read(&self.dir)?;
+        let mut tail = Tail::open(&self.dir, cursor.map(|c| (c.segment, c.offset)))?;
+        let mut inflight: VecDeque<(Committed, Option<PublishAckFuture>)> = VecDeque::new();
+        let mut saved = cursor;
+        let mut last_save = Instant::now();
+        let mut reported_problems = 0;
+        loop {
+            let stopping = self.stop.load(Relaxed);
+            if !stopping && inflight.len() < self.window {
+                for c in tail.poll(self.window - inflight.len())? {
+                    let fut = self.send(&c).await?;
+                    inflight.push_back((c, fut));
+                }
+            }
+            for (segment, offset, what) in &tail.problems[reported_problems..] {
+                eprintln!(
+                    "sluice drain: core {}: damaged record in finished segment {segment} at offset {offset}: {what}; skipped (see `sluice spool verify`)",
+                    self.core
+                );
+            }
+            reported_problems = tail.problems.len();
+            match inflight.pop_front() {
+                Some((c, fut)) => {
+                    self.acknowledged(c, fut, &mut cursor).await?;
+                }
+                None if stopping => break,
+                None => tokio::time::sleep(IDLE_POLL).await,
+            }
+            let due = last_save.elapsed() >= CURSOR_EVERY || inflight.is_empty();
+            if cursor != saved && due {
+                self.save(cursor.as_ref().expect("advanced"))?;
+                saved = cursor;
+                last_save = Instant::now();
+                self.delete_drained(&tail, &inflight, cursor.as_ref());
+            }
+        }
+        if let Some(c) = cursor.filter(|c| Some(*c) != saved) {
+            self.save(&c)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the message and sends it, retrying while NATS refuses.
+    /// `None`: the stored octets fail their checksum; the message is
+    /// reported and passed over (it cannot be handed on intact).
+    async fn send(&self, c: &Committed) -> Result<Option<PublishAckFuture>> {
+        let dir = self.dir.clone();
+        let found = c.found.clone();
+        let data = tokio::task::spawn_blocking(move || -> Result<Result<Vec<u8>, String>> {
+            let data = read_message(&dir, &found)
+                .with_context(|| format!("cannot read message {}", found.envelope.id))?;
+            Ok(check_message(&found, &data).map(|()| data))
+        })
+        .await??;
+        let data = match data {
+            Ok(d) => d,
+            Err(why) => {
+                self.stats.corrupt.add(1);
+                eprintln!(
+                    "sluice drain: core {}: {why}: the stored copy is damaged and is NOT handed on (see `sluice spool verify`)",
+                    self.core
+                );
+                return Ok(None);
+            }
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.link.publish(&c.found.envelope, data.clone()).await {
+                Ok(fut) => return Ok(Some(fut)),
+                Err(e) => {
+                    self.retry(&c.found.envelope.id.to_string(), &e, &mut backoff)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Waits for a PubAck (re-publishing until one comes) and moves the
+    /// cursor past the message.
+    async fn acknowledged(
+        &self,
+        c: Committed,
+        fut: Option<PublishAckFuture>,
+        cursor: &mut Option<Cursor>,
+    ) -> Result<()> {
+        let handed_on = fut.is_some();
+        let mut fut = fut;
+        let mut backoff = Duration::from_millis(50);
+        while let Some(f) = fut.take() {
+            match f.await {
+                Ok(ack) => {
+                    if ack.duplicate {
+                        self.stats.duplicates.add(1);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e);
+                    self.retry(&c.found.envelope.id.to_string(), &e, &mut backoff)
+                        .await;
+                    fut = self.send(&c).await?;
+                }
+            }
+        }
+        let env = &c.found.envelope;
+        if handed_on {
+            self.stats.messages.add(1);
+            self.stats.bytes.add(env.size);
+        }
+        *cursor = Some(Cursor {
+            segment: c.end.0,
+            offset: c.end.1,
+            last_id: env.id.0,
+            messages: cursor.map_or(0, |c| c.messages) + 1,
+        });
+        Ok(())
+    }
+
+    async fn retry(&self, id: &str, e: &anyhow::Error, backoff: &mut Duration) {
+        self.stats.retries.add(1);
+        eprintln!(
+            "sluice drain: core {}: message {id}: {e:#}; retrying in {backoff:?}",
+            self.core
+        );
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn save(&self, c: &Cursor) -> Result<()> {
+        cursor::write(&self.dir, c)
+            .with_context(|| format!("cannot write the drain cursor in {}", self.dir.display()))
+    }
+
+    /// Deletes segments that hold nothing unacknowledged: before the
+    /// cursor's segment, before any chunk of a message not yet handed on,
+    /// and old enough for --retain.
+    fn delete_drained(
+        &self,
+        tail: &Tail,
+        inflight: &VecDeque<(Committed, Option<PublishAckFuture>)>,
+        cursor: Option<&Cursor>,
+    ) {
+        let Some(cursor) = cursor else { return };
+        let in_flight = inflight.iter().flat_map(|(c, _)| {
+            std::iter::once(c.found.segment).chain(c.found.chunks.iter().map(|l| l.segment))
+        });
+        let keep_from = in_flight
+            .chain([cursor.segment, tail.oldest_needed()])
+            .min()
+            .unwrap_or(cursor.segment);
+        let Ok(segments) = list_segments(&self.dir) else {
+            return;
+        };
+        let mut deleted = false;
+        for (n, path) in segments.into_iter().take_while(|(n, _)| *n < keep_from) {
+            if !self.retain.is_zero() {
+                let age = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                if age.is_none_or(|a| a < self.retain) {
+                    break;
+                }
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    deleted = true;
+                    self.stats.segments_deleted.add(1);
+                    if self.verbose {
+                        eprintln!(
+                            "sluice drain: core {}: deleted drained segment {n}",
+                            self.core
+                        );
+                    }
+                }
+                Err(e) => eprintln!("sluice drain: cannot delete {}: {e}", path.display()),
+            }
+        }
+        if deleted {
+            let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
+        }
+    }
+}

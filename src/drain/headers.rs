@@ -1,0 +1,80 @@
+//! The NATS headers that carry a message's envelope into JetStream.
+//!
+//! Why it exists: downstream workers read the envelope from these names;
+//! they are a published interface (see `docs/drain.md`), decided here and
+//! tested. `Nats-Msg-Id` is the queue id, so JetStream's duplicate window
+//! drops a message the drain hands on twice (after a crash or a retry).
+
+use crate::spool::export::rfc3339;
+use crate::spool::StoredEnvelope;
+
+/// JetStream's de-duplication header.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// Set on a pointer message: `<bucket>/<object name>` holds the octets.
+pub const OBJECT: &str = "Sluice-Object";
+
+/// The envelope as (name, value) pairs; `Sluice-Rcpt-To` repeats, one per
+/// recipient, in RCPT order.
+pub fn envelope_headers(env: &StoredEnvelope) -> Vec<(&'static str, String)> {
+    let id = env.id.to_string();
+    let mut h = vec![
+        (MSG_ID, id.clone()),
+        ("Sluice-Queue-Id", id),
+        ("Sluice-Mail-From", clean(&env.mail_from)),
+        ("Sluice-Peer", clean(&env.peer)),
+        ("Sluice-Helo", clean(&env.helo)),
+        ("Sluice-Received-At", rfc3339(env.received_at_micros)),
+        ("Sluice-Size", env.size.to_string()),
+        ("Sluice-Body-Crc32c", format!("{:08x}", env.body_crc)),
+    ];
+    for r in &env.rcpt_to {
+        h.push(("Sluice-Rcpt-To", clean(r)));
+    }
+    h
+}
+
+/// Header values may not hold CR or LF (NATS headers are line based);
+/// SMTP paths never do, but a damaged spool must not break the framing.
+fn clean(v: &str) -> String {
+    v.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::QueueId;
+
+    #[test]
+    fn every_envelope_field_is_a_header_and_recipients_repeat() {
+        let env = StoredEnvelope {
+            id: QueueId(0x0123_4567_89ab_cd00),
+            received_at_micros: 1_795_000_000_123_456,
+            size: 42,
+            body_crc: 0xdead_beef,
+            chunks: 0,
+            peer: "192.0.2.7:40000".into(),
+            helo: "client.example".into(),
+            mail_from: String::new(),
+            rcpt_to: vec!["a@x.example".into(), "b@y.example".into()],
+        };
+        let h = envelope_headers(&env);
+        let get = |n: &str| -> Vec<&str> {
+            h.iter()
+                .filter(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(get(MSG_ID), vec![env.id.to_string().as_str()]);
+        assert_eq!(get("Sluice-Queue-Id"), get(MSG_ID));
+        assert_eq!(get("Sluice-Mail-From"), vec![""]);
+        assert_eq!(get("Sluice-Rcpt-To"), vec!["a@x.example", "b@y.example"]);
+        assert_eq!(get("Sluice-Peer"), vec!["192.0.2.7:40000"]);
+        assert_eq!(get("Sluice-Helo"), vec!["client.example"]);
+        assert_eq!(get("Sluice-Size"), vec!["42"]);
+        assert_eq!(get("Sluice-Body-Crc32c"), vec!["deadbeef"]);
+        assert!(get("Sluice-Received-At")[0].starts_with("2026-"));
+        assert_eq!(clean("a\r\nb"), "a??b");
+    }
+}

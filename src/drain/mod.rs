@@ -1,0 +1,367 @@
+//! `sluice drain`: hands every committed message in a spool to a NATS
+//! JetStream stream, beside a running `sluice serve`.
+//!
+//! Why it exists: an edge node that only fills its own disk is half a
+//! product. The drain is a separate process (it never slows ingest): one
+//! task per core follows that core's segments in order, publishes each
+//! message with its envelope in headers and waits for JetStream's PubAck
+//! before its durable cursor moves on; segments behind the cursor are
+//! deleted. JetStream (replicated, with a duplicate window keyed on the
+//! queue id) is the log; sluice invents none.
+//!
+//! - [`headers`]: the envelope as NATS headers (a published interface).
+//! - [`jetstream`]: connect, create or check the stream, publish.
+//! - [`core`]: one core's loop: window of acks, cursor, retention.
+
+pub mod core;
+pub mod headers;
+pub mod jetstream;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use crate::metrics::http::{Page, Pages};
+use crate::metrics::Counter;
+use crate::spool::backlog::{undrained_bytes, undrained_messages};
+use crate::spool::cursor;
+use crate::spool::walk::list_cores;
+use jetstream::{Link, Target};
+
+/// The flags of `sluice drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// The spool `sluice serve` writes.
+    #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_SPOOL)]
+    pub spool: PathBuf,
+    /// NATS servers, comma-separated (nats://host:4222,...).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub nats: String,
+    /// JetStream stream; created (file storage) when missing.
+    #[arg(long, default_value = "MAIL")]
+    pub stream: String,
+    /// Subject every message is published on.
+    #[arg(long, default_value = "mail.ingest")]
+    pub subject: String,
+    /// Replicas for a stream or bucket the drain creates.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Object store bucket for messages larger than the server's max
+    /// payload (a pointer message goes in the stream).
+    #[arg(long, default_value = "sluice-mail")]
+    pub object_bucket: String,
+    /// Keep drained segments at least this long after their last write,
+    /// like 24h (default: delete once drained).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub retain: Duration,
+    /// PubAcks outstanding per core.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Serve /metrics and /healthz here.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between progress lines.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub progress_every: u64,
+}
+
+/// Counters of one core's drain (written by its task).
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    /// Messages acknowledged by JetStream.
+    pub messages: Counter,
+    /// Their stored octets.
+    pub bytes: Counter,
+    /// PubAcks that said "duplicate" (handed on before, e.g. before a crash).
+    pub duplicates: Counter,
+    /// Publishes retried.
+    pub retries: Counter,
+    /// Messages whose stored copy failed its checksum (not handed on).
+    pub corrupt: Counter,
+    /// Segments deleted after draining.
+    pub segments_deleted: Counter,
+    /// The task is running.
+    pub alive: AtomicBool,
+}
+
+/// Parses `10s`, `5m`, `24h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split]
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 24h or 7d"))?;
+    let unit = match &t[split..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n * unit))
+}
+
+/// Runs the drain until SIGTERM/SIGINT.
+pub fn run(args: DrainArgs, verbosity: i8) -> Result<()> {
+    if args.window == 0 || args.replicas == 0 {
+        bail!("--window and --replicas must be at least 1");
+    }
+    if !args.spool.is_dir() {
+        bail!(
+            "--spool {}: no such directory (start `sluice serve` on it first)",
+            args.spool.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(drain(args, verbosity, stop))
+}
+
+async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<()> {
+    let cores = list_cores(&args.spool)
+        .with_context(|| format!("cannot read the spool {}", args.spool.display()))?;
+    if cores.is_empty() {
+        bail!(
+            "--spool {}: no core directories (is it a sluice spool?)",
+            args.spool.display()
+        );
+    }
+    let link = Arc::new(
+        Link::connect(Target {
+            urls: args.nats.clone(),
+            stream: args.stream.clone(),
+            subject: args.subject.clone(),
+            replicas: args.replicas,
+            bucket: args.object_bucket.clone(),
+        })
+        .await?,
+    );
+    let stats: Vec<Arc<DrainStats>> = cores.iter().map(|_| Arc::default()).collect();
+    let dirs: Vec<PathBuf> = cores.iter().map(|(_, d)| d.clone()).collect();
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::http::spawn(
+            addr,
+            DrainPages {
+                dirs: dirs.clone(),
+                stats: stats.clone(),
+                client: link.client.clone(),
+            },
+        )
+        .with_context(|| format!("--metrics {addr}: cannot serve metrics there"))?;
+        eprintln!(
+            "sluice drain: metrics at http://{bound}/metrics, health at http://{bound}/healthz"
+        );
+    }
+    if verbosity >= 0 {
+        eprintln!(
+            "sluice drain: ready: {} core(s) of {} into stream {} (subject {}) at {}",
+            cores.len(),
+            args.spool.display(),
+            args.stream,
+            args.subject,
+            args.nats
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((core, dir), s) in cores.iter().zip(&stats) {
+        let core = *core;
+        let d = core::CoreDrain {
+            core,
+            dir: dir.clone(),
+            link: link.clone(),
+            stats: s.clone(),
+            window: args.window,
+            retain: args.retain,
+            stop: stop.clone(),
+            verbose: verbosity > 0,
+        };
+        let s = s.clone();
+        tasks.spawn(async move {
+            s.alive.store(true, Relaxed);
+            let r = d.run().await;
+            s.alive.store(false, Relaxed);
+            (core, r)
+        });
+    }
+    let progress = tokio::spawn(progress(
+        dirs,
+        stats.clone(),
+        Duration::from_secs(args.progress_every.max(1)),
+        verbosity,
+        stop.clone(),
+    ));
+    let mut failed = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (core, result) = joined.context("a drain task panicked")?;
+        if let Err(e) = result {
+            eprintln!("sluice drain: core {core}: stopped: {e:#}");
+            stop.store(true, Relaxed);
+            failed.get_or_insert(e);
+        }
+    }
+    progress.abort();
+    let total: u64 = stats.iter().map(|s| s.messages.get()).sum();
+    if verbosity >= 0 {
+        eprintln!("sluice drain: stopped after handing on {total} messages");
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One progress line per core every `every`: rate and lag.
+async fn progress(
+    dirs: Vec<PathBuf>,
+    stats: Vec<Arc<DrainStats>>,
+    every: Duration,
+    verbosity: i8,
+    stop: Arc<AtomicBool>,
+) {
+    let mut last: Vec<u64> = stats.iter().map(|s| s.messages.get()).collect();
+    let mut at = Instant::now();
+    while !stop.load(Relaxed) {
+        tokio::time::sleep(every).await;
+        let secs = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        for (core, (dir, s)) in dirs.iter().zip(&stats).enumerate() {
+            let now = s.messages.get();
+            let rate = (now - last[core]) as f64 / secs;
+            last[core] = now;
+            if verbosity >= 0 {
+                let (msgs, bytes) = lag(dir);
+                eprintln!(
+                    "sluice drain: core {core}: {now} handed on ({rate:.0}/s), lag {msgs} messages / {bytes} bytes"
+                );
+            }
+        }
+    }
+}
+
+/// Messages and bytes after a core's cursor.
+fn lag(dir: &std::path::Path) -> (u64, u64) {
+    let c = cursor::read(dir).ok().flatten();
+    (
+        undrained_messages(dir, c.as_ref()).unwrap_or(0),
+        undrained_bytes(dir).unwrap_or(0),
+    )
+}
+
+/// The drain's `/metrics` and `/healthz`.
+struct DrainPages {
+    dirs: Vec<PathBuf>,
+    stats: Vec<Arc<DrainStats>>,
+    client: async_nats::Client,
+}
+
+impl Pages for DrainPages {
+    fn metrics(&self) -> String {
+        let mut s = String::new();
+        type Pick = fn(&DrainStats) -> u64;
+        let rows: [(&str, &str, &str, Pick); 6] = [
+            (
+                "sluice_drain_messages_total",
+                "counter",
+                "Messages acknowledged by JetStream.",
+                |d| d.messages.get(),
+            ),
+            (
+                "sluice_drain_bytes_total",
+                "counter",
+                "Octets of those messages.",
+                |d| d.bytes.get(),
+            ),
+            (
+                "sluice_drain_duplicates_total",
+                "counter",
+                "PubAcks marked duplicate (handed on again after a restart or retry).",
+                |d| d.duplicates.get(),
+            ),
+            (
+                "sluice_drain_retries_total",
+                "counter",
+                "Publishes retried.",
+                |d| d.retries.get(),
+            ),
+            (
+                "sluice_drain_corrupt_total",
+                "counter",
+                "Messages whose stored copy failed its checksum (not handed on).",
+                |d| d.corrupt.get(),
+            ),
+            (
+                "sluice_drain_segments_deleted_total",
+                "counter",
+                "Spool segments deleted after draining.",
+                |d| d.segments_deleted.get(),
+            ),
+        ];
+        for (name, kind, help, pick) in rows {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (core, st) in self.stats.iter().enumerate() {
+                let _ = writeln!(s, "{name}{{core=\"{core}\"}} {}", pick(st));
+            }
+        }
+        let lags: Vec<(u64, u64)> = self.dirs.iter().map(|d| lag(d)).collect();
+        let _ = writeln!(s, "# HELP sluice_drain_lag_messages Committed messages not yet acknowledged by JetStream.\n# TYPE sluice_drain_lag_messages gauge");
+        for (core, (m, _)) in lags.iter().enumerate() {
+            let _ = writeln!(s, "sluice_drain_lag_messages{{core=\"{core}\"}} {m}");
+        }
+        let _ = writeln!(s, "# HELP sluice_drain_lag_bytes Spool octets after the drain cursor.\n# TYPE sluice_drain_lag_bytes gauge");
+        for (core, (_, b)) in lags.iter().enumerate() {
+            let _ = writeln!(s, "sluice_drain_lag_bytes{{core=\"{core}\"}} {b}");
+        }
+        s
+    }
+
+    fn health(&self) -> Page {
+        let mut text = String::new();
+        let mut ok = true;
+        let state = self.client.connection_state();
+        let connected = state == async_nats::connection::State::Connected;
+        ok &= connected;
+        let _ = writeln!(text, "nats: {state:?}");
+        for (core, st) in self.stats.iter().enumerate() {
+            let alive = st.alive.load(Relaxed);
+            ok &= alive;
+            let _ = writeln!(
+                text,
+                "core {core}: {}",
+                if alive { "draining" } else { "stopped" }
+            );
+        }
+        if ok {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! Following one core's spool while `serve` appends to it: committed
+//! messages in spool order, from a position on, as they appear.
+//!
+//! Why it exists: `sluice drain` runs beside `serve` and must hand on every
+//! committed message exactly in the order the core wrote them, without
+//! ever reading a record the writer is still writing. The rules:
+//!
+//! - A clean end (end of file, or the zeroes the writer keeps ahead) means
+//!   "nothing more yet". A broken record at the end of the newest segment
+//!   is a write in progress (or a torn tail `serve`'s recovery will cut):
+//!   wait and read it again.
+//! - A segment is finished once a newer one exists (the writer rolls only
+//!   after its last write to the old one). It is read to its end once more
+//!   after the newer one was seen, then left. Damage inside a finished
+//!   segment is reported and the rest of that segment skipped (`spool
+//!   verify` says more).
+//! - Chunk records are remembered by queue id until their commit arrives,
+//!   which can be segments later.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::record::{Kind, RecordReader, Step};
+use super::walk::{chunk_loc, committed, list_segments, segment_path, ChunkLoc, Found};
+
+/// Chunks whose message started this long before the newest commit seen
+/// are orphans of a crash (their commit will never come); they no longer
+/// hold their segment back.
+pub const ORPHAN_AFTER_MICROS: u64 = 24 * 3600 * 1_000_000;
+
+/// A committed message and where its commit record ends.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The message.
+    pub found: Found,
+    /// Segment and offset just past its commit record.
+    pub end: (u64, u64),
+}
+
+/// A position in one core's spool and what is needed to go on from it.
+pub struct Tail {
+    dir: PathBuf,
+    segment: u64,
+    offset: u64,
+    pending: HashMap<u64, Vec<ChunkLoc>>,
+    newest_commit_micros: u64,
+    /// Damage found in finished segments: (segment, offset, what).
+    pub problems: Vec<(u64, u64, String)>,
+}
+
+impl Tail {
+    /// A tail positioned just after `after` (segment, offset), or at the
+    /// start of the spool. The retained segments before it are read for
+    /// chunk records of messages committed later.
+    pub fn open(dir: &Path, after: Option<(u64, u64)>) -> io::Result<Tail> {
+        let first = list_segments(dir)?.first().map_or(1, |(n, _)| *n);
+        let mut t = Tail {
+            dir: dir.to_path_buf(),
+            segment: first,
+            offset: 0,
+            pending: HashMap::new(),
+            newest_commit_micros: 0,
+            problems: Vec::new(),
+        };
+        if let Some(target) = after {
+            while (t.segment, t.offset) < target {
+                let before = (t.segment, t.offset);
+                let got = t.read(usize::MAX, Some(target))?;
+                drop(got);
+                if (t.segment, t.offset) == before {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: the drain cursor (segment {}, offset {}) is beyond the spool's records",
+                            dir.display(),
+                            target.0,
+                            target.1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// Where the next record is read from.
+    pub fn position(&self) -> (u64, u64) {
+        (self.segment, self.offset)
+    }
+
+    /// Up to `max` messages committed after the position (none when the
+    /// writer has not committed more yet).
+    pub fn poll(&mut self, max: usize) -> io::Result<Vec<Committed>> {
+        self.read(max, None)
+    }
+
+    /// The oldest segment still needed for messages not yet returned
+    /// (their chunks), ignoring orphaned chunks.
+    pub fn oldest_needed(&self) -> u64 {
+        let horizon = self
+            .newest_commit_micros
+            .saturating_sub(ORPHAN_AFTER_MICROS);
+        self.pending
+            .iter()
+            .filter(|(id, _)| (**id >> 8) >= horizon)
+            .flat_map(|(_, locs)| locs.iter().map(|l| l.segment))
+            .min()
+            .unwrap_or(self.segment)
+            .min(self.segment)
+    }
+
+    /// Reads records; stops after `max` messages, at `stop` (a position
+    /// not to read past), or where there is nothing more yet.
+    fn read(&mut self, max: usize, stop: Option<(u64, u64)>) -> io::Result<Vec<Committed>> {
+        let mut out = Vec::new();
+        loop {
+            // Look for a newer segment before reading: if one exists now,
+            // everything in this one was written before we read it.
+            let newer = list_segments(&self.dir)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .find(|&n| n > self.segment);
+            let path = segment_path(&self.dir, self.segment);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match newer {
+                    Some(n) => {
+                        self.move_to(n);
+                        continue;
+                    }
+                    None => return Ok(out),
+                },
+                Err(e) => return Err(e),
+            };
+            let mut input = BufReader::with_capacity(256 << 10, file);
+            input.seek(SeekFrom::Start(self.offset))?;
+            let mut reader = RecordReader::starting_at(input, self.offset);
+            let finished = loop {
+                if out.len() >= max || stop.is_some_and(|s| (self.segment, self.offset) >= s) {
+                    return Ok(out);
+                }
+                match reader.read_next()? {
+                    Step::End => break true,
+                    Step::Damaged { offset, damage } => {
+                        if newer.is_none() {
+                            return Ok(out);
+                        }
+                        self.problems
+                            .push((self.segment, offset, damage.to_string()));
+                        break true;
+                    }
+                    Step::Record { kind, offset } => {
+                        let payload = reader.payload();
+                        match kind {
+                            Kind::Chunk => match chunk_loc(self.segment, offset, payload) {
+                                Some((id, loc)) => self.pending.entry(id).or_default().push(loc),
+                                None => self.problems.push((
+                                    self.segment,
+                                    offset,
+                                    "chunk record without a queue id".into(),
+                                )),
+                            },
+                            Kind::Commit => {
+                                match committed(self.segment, offset, payload, &mut self.pending) {
+                                    Ok(found) => {
+                                        self.newest_commit_micros = self
+                                            .newest_commit_micros
+                                            .max(found.envelope.received_at_micros);
+                                        out.push(Committed {
+                                            found,
+                                            end: (self.segment, reader.offset()),
+                                        });
+                                    }
+                                    Err(what) => self.problems.push((self.segment, offset, what)),
+                                }
+                            }
+                        }
+                        self.offset = reader.offset();
+                    }
+                }
+            };
+            match (finished, newer) {
+                (true, Some(n)) => self.move_to(n),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn move_to(&mut self, segment: u64) {
+        self.segment = segment;
+        self.offset = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::envelope::StoredEnvelope;
+    use crate::spool::id::QueueId;
+    use crate::spool::record::encode;
+    use std::io::Write;
+
+    fn commit(id: u64, chunks: u32, inline: &[u8]) -> Vec<u8> {
+        let env = StoredEnvelope {
+            id: QueueId(id),
+            received_at_micros: id >> 8,
+            size: 0,
+            body_crc: 0,
+            chunks,
+            peer: "127.0.0.1:1".into(),
+            helo: "h".into(),
+            mail_from: "a@b".into(),
+            rcpt_to: vec!["c@d".into()],
+        };
+        let mut payload = Vec::new();
+        env.encode(&mut payload);
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Commit, &[&payload, inline]);
+        out
+    }
+
+    fn chunk(id: u64, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, Kind::Chunk, &[&id.to_le_bytes(), data]);
+        out
+    }
+
+    fn append(dir: &Path, segment: u64, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(dir, segment))
+            .unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    fn ids(v: &[Committed]) -> Vec<u64> {
+        v.iter().map(|c| c.found.envelope.id.0).collect()
+    }
+
+    #[test]
+    fn follows_appends_rolls_and_chunks_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        append(d, 1, &commit(1 << 8, 0, b"one"));
+        let mut t = Tail::open(d, None).unwrap();
+        assert_eq!(ids(&t.poll(10).unwrap()), vec![1 << 8]);
+        assert!(t.poll(10).unwrap().is_empty());
+
+        // A half-written record at the tail of the newest segment: wait.
+        let second = commit(2 << 8, 0, b"two");
+        append(d, 1, &second[..10]);
+        assert!(t.poll(10).unwrap().is_empty());
+        append(d, 1, &second[10..]);
+        // Chunks of message 3 in segment 1, its commit in segment 2.
+        append(d, 1, &chunk(3 << 8, b"big-"));
+        append(d, 2, &commit(3 << 8, 1, b"end"));
+        let got = t.poll(10).unwrap();
+        assert_eq!(ids(&got), vec![2 << 8, 3 << 8]);
+        assert_eq!(got[1].found.chunks[0].segment, 1);
+        assert_eq!(got[1].end.0, 2);
+        assert_eq!(t.oldest_needed(), 2);
+
+        // Zeroes ahead (the writer's preallocation) are a clean end.
+        append(d, 2, &[0u8; 64]);
+        assert!(t.poll(10).unwrap().is_empty());
+        assert!(t.problems.is_empty());
+    }
+
+    #[test]
+    fn reopening_after_a_cursor_skips_what_was_handed_on_but_keeps_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        append(d, 1, &commit(1 << 8, 0, b"a"));
+        append(d, 1, &chunk(5 << 8, b"x"));
+        append(d, 1, &commit(2 << 8, 0, b"b"));
+        append(d, 2, &commit(5 << 8, 1, b"y"));
+        let mut first = Tail::open(d, None).unwrap();
+        let all = first.poll(2).unwrap();
+        assert_eq!(ids(&all), vec![1 << 8, 2 << 8]);
+        // The pending chunk of 5 holds segment 1.
+        assert_eq!(first.oldest_needed(), 1);
+
+        let mut again = Tail::open(d, Some(all[1].end)).unwrap();
+        let rest = again.poll(10).unwrap();
+        assert_eq!(ids(&rest), vec![5 << 8]);
+        assert_eq!(rest[0].found.chunks.len(), 1);
+        assert!(Tail::open(d, Some((9, 0))).is_err());
+    }
+
+    #[test]
+    fn damage_in_a_finished_segment_is_reported_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut bad = commit(1 << 8, 0, b"a");
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        append(d, 1, &bad);
+        let mut t = Tail::open(d, None).unwrap();
+        // Newest segment: maybe a write in progress; nothing yet.
+        assert!(t.poll(10).unwrap().is_empty());
+        append(d, 2, &commit(2 << 8, 0, b"b"));
+        assert_eq!(ids(&t.poll(10).unwrap()), vec![2 << 8]);
+        assert_eq!(t.problems.len(), 1);
+        assert_eq!(t.problems[0].0, 1);
+    }
+}
