@@ -152,7 +152,12 @@ fn a_full_spool_answers_452_until_the_drain_catches_up_and_big_mail_goes_to_the_
     server.wait_for_log("is over --spool-max-bytes");
 
     let dir = tempfile::tempdir().unwrap();
-    let _drain = Drain::start(&server.spool, &urls, &[], dir.path().join("d.log"));
+    let drain = Drain::start(
+        &server.spool,
+        &urls,
+        &["--metrics", "127.0.0.1:0"],
+        dir.path().join("d.log"),
+    );
     eventually(Duration::from_secs(30), "MAIL accepted again", || {
         let reply = c.cmd("MAIL FROM:<a@x.test>");
         if reply.starts_with("250 ") {
@@ -193,7 +198,67 @@ fn a_full_spool_answers_452_until_the_drain_catches_up_and_big_mail_goes_to_the_
         }
         assert!(found.insert(id));
     }
-    assert_eq!(found, acked.into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(found, acked.iter().cloned().collect::<BTreeSet<_>>());
+
+    // The drain's metrics: everything handed on, nothing lagging.
+    let metrics: std::net::SocketAddr = eventually(Duration::from_secs(10), "metrics line", || {
+        let log = drain.log();
+        let rest = log.split("metrics at http://").nth(1)?;
+        rest.split('/').next()?.parse().ok()
+    });
+    eventually(Duration::from_secs(20), "lag 0", || {
+        let page = http(metrics, "GET", "/metrics").1;
+        (sample(&page, "sluice_drain_lag_messages{core=\"0\"}") == 0.0).then_some(())
+    });
+    let page = http(metrics, "GET", "/metrics").1;
+    assert_eq!(
+        sample(&page, "sluice_drain_messages_total{core=\"0\"}"),
+        acked.len() as f64
+    );
+    assert_eq!(
+        http(metrics, "GET", "/healthz"),
+        (200, "nats: Connected\ncore 0: draining\n".to_string())
+    );
+
+    // The downstream side: the example worker consumes every message once.
+    let out = Command::new(worker_example())
+        .args(["--nats", &urls, "--idle-secs", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let seen: BTreeSet<String> = lines
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(lines.lines().count(), acked.len(), "{lines}");
+    assert_eq!(seen, acked.iter().cloned().collect::<BTreeSet<_>>());
+    // The big one came from the object store, whole.
+    let big_line = lines.lines().find(|l| l.starts_with(&big_id)).unwrap();
+    let size: usize = big_line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(size > big.len(), "{big_line}");
+}
+
+/// `examples/worker.rs`, built on demand in its own target directory (see
+/// `loadgen()` for why).
+fn worker_example() -> std::path::PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let profile_dir = std::path::Path::new(BIN).parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap().join("examples-it");
+    BUILD.call_once(|| {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "--example", "worker", "--target-dir"])
+            .arg(&target_dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building examples/worker.rs");
+    });
+    target_dir.join("debug").join("examples").join("worker")
 }
 
 #[test]
