@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::context::PublishAckFuture;
+use bytes::Bytes;
 
 use super::jetstream::Link;
 use super::DrainStats;
@@ -44,22 +45,32 @@ pub struct CoreDrain {
     pub verbose: bool,
 }
 
+/// A message handed to JetStream and not yet acknowledged.
+struct Pending {
+    commit: Committed,
+    /// The stored octets; `None` when they failed their checksum (the
+    /// message is reported and passed over: it cannot be handed on intact).
+    data: Option<Bytes>,
+    ack: Option<PublishAckFuture>,
+}
+
 impl CoreDrain {
     /// Runs until `stop`; then waits for the acks in flight and saves the
     /// cursor.
     pub async fn run(self) -> Result<()> {
         let mut cursor = cursor::read(&self.dir)?;
         let mut tail = Tail::open(&self.dir, cursor.map(|c| (c.segment, c.offset)))?;
-        let mut inflight: VecDeque<(Committed, Option<PublishAckFuture>)> = VecDeque::new();
+        let mut inflight: VecDeque<Pending> = VecDeque::new();
         let mut saved = cursor;
         let mut last_save = Instant::now();
         let mut reported_problems = 0;
         loop {
             let stopping = self.stop.load(Relaxed);
-            if !stopping && inflight.len() < self.window {
+            // Refill in batches: looking at the spool costs a directory
+            // listing and a file open.
+            if !stopping && inflight.len() <= self.window / 2 {
                 for c in tail.poll(self.window - inflight.len())? {
-                    let fut = self.send(&c).await?;
-                    inflight.push_back((c, fut));
+                    inflight.push_back(self.send(c).await?);
                 }
             }
             for (segment, offset, what) in &tail.problems[reported_problems..] {
@@ -70,9 +81,7 @@ impl CoreDrain {
             }
             reported_problems = tail.problems.len();
             match inflight.pop_front() {
-                Some((c, fut)) => {
-                    self.acknowledged(c, fut, &mut cursor).await?;
-                }
+                Some(p) => self.acknowledged(p, &mut cursor).await?,
                 None if stopping => break,
                 None => tokio::time::sleep(IDLE_POLL).await,
             }
@@ -90,36 +99,65 @@ impl CoreDrain {
         Ok(())
     }
 
-    /// Reads the message and sends it, retrying while NATS refuses.
-    /// `None`: the stored octets fail their checksum; the message is
-    /// reported and passed over (it cannot be handed on intact).
-    async fn send(&self, c: &Committed) -> Result<Option<PublishAckFuture>> {
-        let dir = self.dir.clone();
-        let found = c.found.clone();
-        let data = tokio::task::spawn_blocking(move || -> Result<Result<Vec<u8>, String>> {
-            let data = read_message(&dir, &found)
-                .with_context(|| format!("cannot read message {}", found.envelope.id))?;
-            Ok(check_message(&found, &data).map(|()| data))
-        })
-        .await??;
+    /// Reads the message's octets (from the commit record itself, or its
+    /// chunks on disk), checks them and sends them.
+    async fn send(&self, mut commit: Committed) -> Result<Pending> {
+        let data = if commit.found.chunks.is_empty() {
+            // All octets sit in the commit record, whose CRC32C the tail
+            // already checked: only the size is left to compare.
+            let data = std::mem::take(&mut commit.found.inline);
+            let size = commit.found.envelope.size;
+            if data.len() as u64 == size {
+                Ok(data)
+            } else {
+                Err(format!(
+                    "message {}: size {} but envelope says {size}",
+                    commit.found.envelope.id,
+                    data.len()
+                ))
+            }
+        } else {
+            let dir = self.dir.clone();
+            let found = commit.found.clone();
+            tokio::task::spawn_blocking(move || -> Result<Result<Vec<u8>, String>> {
+                let data = read_message(&dir, &found)
+                    .with_context(|| format!("cannot read message {}", found.envelope.id))?;
+                Ok(check_message(&found, &data).map(|()| data))
+            })
+            .await??
+        };
         let data = match data {
-            Ok(d) => d,
+            Ok(d) => Bytes::from(d),
             Err(why) => {
                 self.stats.corrupt.add(1);
                 eprintln!(
                     "sluice drain: core {}: {why}: the stored copy is damaged and is NOT handed on (see `sluice spool verify`)",
                     self.core
                 );
-                return Ok(None);
+                return Ok(Pending {
+                    commit,
+                    data: None,
+                    ack: None,
+                });
             }
         };
+        let ack = self.publish_until_sent(&commit, data.clone()).await;
+        Ok(Pending {
+            commit,
+            data: Some(data),
+            ack: Some(ack),
+        })
+    }
+
+    /// Publishes, retrying while NATS refuses.
+    async fn publish_until_sent(&self, c: &Committed, data: Bytes) -> PublishAckFuture {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.link.publish(&c.found.envelope, data.clone()).await {
-                Ok(fut) => return Ok(Some(fut)),
+                Ok(fut) => return fut,
                 Err(e) => {
                     self.retry(&c.found.envelope.id.to_string(), &e, &mut backoff)
-                        .await;
+                        .await
                 }
             }
         }
@@ -127,39 +165,34 @@ impl CoreDrain {
 
     /// Waits for a PubAck (re-publishing until one comes) and moves the
     /// cursor past the message.
-    async fn acknowledged(
-        &self,
-        c: Committed,
-        fut: Option<PublishAckFuture>,
-        cursor: &mut Option<Cursor>,
-    ) -> Result<()> {
-        let handed_on = fut.is_some();
-        let mut fut = fut;
+    async fn acknowledged(&self, p: Pending, cursor: &mut Option<Cursor>) -> Result<()> {
+        let Pending { commit, data, ack } = p;
+        let mut ack = ack;
         let mut backoff = Duration::from_millis(50);
-        while let Some(f) = fut.take() {
+        while let Some(f) = ack.take() {
             match f.await {
-                Ok(ack) => {
-                    if ack.duplicate {
+                Ok(a) => {
+                    if a.duplicate {
                         self.stats.duplicates.add(1);
                     }
-                    break;
                 }
                 Err(e) => {
                     let e = anyhow::Error::new(e);
-                    self.retry(&c.found.envelope.id.to_string(), &e, &mut backoff)
+                    self.retry(&commit.found.envelope.id.to_string(), &e, &mut backoff)
                         .await;
-                    fut = self.send(&c).await?;
+                    let data = data.clone().expect("only sent messages have acks");
+                    ack = Some(self.publish_until_sent(&commit, data).await);
                 }
             }
         }
-        let env = &c.found.envelope;
-        if handed_on {
+        let env = &commit.found.envelope;
+        if data.is_some() {
             self.stats.messages.add(1);
             self.stats.bytes.add(env.size);
         }
         *cursor = Some(Cursor {
-            segment: c.end.0,
-            offset: c.end.1,
+            segment: commit.end.0,
+            offset: commit.end.1,
             last_id: env.id.0,
             messages: cursor.map_or(0, |c| c.messages) + 1,
         });
@@ -187,12 +220,13 @@ impl CoreDrain {
     fn delete_drained(
         &self,
         tail: &Tail,
-        inflight: &VecDeque<(Committed, Option<PublishAckFuture>)>,
+        inflight: &VecDeque<Pending>,
         cursor: Option<&Cursor>,
     ) {
         let Some(cursor) = cursor else { return };
-        let in_flight = inflight.iter().flat_map(|(c, _)| {
-            std::iter::once(c.found.segment).chain(c.found.chunks.iter().map(|l| l.segment))
+        let in_flight = inflight.iter().flat_map(|p| {
+            let f = &p.commit.found;
+            std::iter::once(f.segment).chain(f.chunks.iter().map(|l| l.segment))
         });
         let keep_from = in_flight
             .chain([cursor.segment, tail.oldest_needed()])

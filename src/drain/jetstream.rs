@@ -16,6 +16,7 @@ use async_nats::jetstream::object_store::{self, ObjectStore};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, Context};
 use async_nats::HeaderMap;
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use super::headers::{envelope_headers, OBJECT};
@@ -103,7 +104,7 @@ impl Link {
     /// Sends one message; the returned future resolves to its PubAck.
     /// Messages over the server's max payload are put in the object store
     /// first (awaited here) and a pointer message is sent instead.
-    pub async fn publish(&self, env: &StoredEnvelope, data: Vec<u8>) -> Result<PublishAckFuture> {
+    pub async fn publish(&self, env: &StoredEnvelope, data: Bytes) -> Result<PublishAckFuture> {
         let mut headers = HeaderMap::new();
         for (name, value) in envelope_headers(env) {
             headers.append(name, value.as_str());
@@ -113,16 +114,16 @@ impl Link {
             let name = env.id.to_string();
             let bucket = self.objects().await?;
             bucket
-                .put(name.as_str(), &mut data.as_slice())
+                .put(name.as_str(), &mut data.as_ref())
                 .await
                 .with_context(|| format!("cannot store message {name} in the object store"))?;
             headers.append(OBJECT, format!("{}/{name}", self.target.bucket).as_str());
-            Vec::new()
+            Bytes::new()
         } else {
             data
         };
         let message = PublishMessage::build()
-            .payload(payload.into())
+            .payload(payload)
             .headers(headers);
         self.js
             .send_publish(self.target.subject.clone(), message)
