@@ -217,12 +217,7 @@ impl CoreDrain {
     /// Deletes segments that hold nothing unacknowledged: before the
     /// cursor's segment, before any chunk of a message not yet handed on,
     /// and old enough for --retain.
-    fn delete_drained(
-        &self,
-        tail: &Tail,
-        inflight: &VecDeque<Pending>,
-        cursor: Option<&Cursor>,
-    ) {
+    fn delete_drained(&self, tail: &Tail, inflight: &VecDeque<Pending>, cursor: Option<&Cursor>) {
         let Some(cursor) = cursor else { return };
         let in_flight = inflight.iter().flat_map(|p| {
             let f = &p.commit.found;

@@ -122,9 +122,7 @@ impl Link {
         } else {
             data
         };
-        let message = PublishMessage::build()
-            .payload(payload)
-            .headers(headers);
+        let message = PublishMessage::build().payload(payload).headers(headers);
         self.js
             .send_publish(self.target.subject.clone(), message)
             .await

@@ -56,12 +56,23 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
     let dir = tempfile::tempdir().unwrap();
     let drain_args = ["--replicas", "3", "--window", "64"];
     let mut drain = Drain::start(&server.spool, &urls, &drain_args, dir.path().join("d1.log"));
+    // A fresh cluster elects its leaders before the stream can be made.
+    eventually(Duration::from_secs(90), "the drain to be ready", || {
+        drain.log().contains("sluice drain: ready").then_some(())
+    });
 
     let target = server.addr.to_string();
     let load = std::thread::spawn(move || {
         Command::new(loadgen())
             .args(["--target", &target, "--json", "--quiet", "--cores", "1"])
-            .args(["--messages", "3000", "--connections", "16"])
+            .args([
+                "--messages",
+                "4000",
+                "--connections",
+                "16",
+                "--rate",
+                "1000",
+            ])
             .args(["--size", "1k-12k", "--verify", "--max-time", "120s"])
             .output()
             .unwrap()
@@ -77,6 +88,21 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
     cluster.kill(0);
     std::thread::sleep(Duration::from_millis(300));
     drain.kill();
+    // Paced at 1000/s, the load is still running: both deaths are mid-way.
+    assert!(!load.is_finished(), "the load ended before the kills");
+    // ...and the first drain had saved cursors: the second resumes there.
+    let saved: u64 = (0..2)
+        .filter_map(|core| {
+            let text =
+                std::fs::read_to_string(server.spool.join(format!("core-{core}/drain.cursor")));
+            let v: serde_json::Value = serde_json::from_str(&text.ok()?).ok()?;
+            v["messages"].as_u64()
+        })
+        .sum();
+    assert!(
+        saved > 0 && saved < 4000,
+        "{saved} messages behind the cursors"
+    );
     let mut drain = Drain::start(&server.spool, &urls, &drain_args, dir.path().join("d2.log"));
 
     let out = load.join().unwrap();
@@ -87,7 +113,7 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["sent"], 3000);
+    assert_eq!(report["sent"], 4000);
     let sent = report["acknowledged"].as_u64().unwrap() as usize;
 
     let live = cluster
