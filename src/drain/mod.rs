@@ -12,25 +12,23 @@
 //! - [`headers`]: the envelope as NATS headers (a published interface).
 //! - [`jetstream`]: connect, create or check the stream, publish.
 //! - [`core`]: one core's loop: window of acks, cursor, retention.
+//! - [`report`]: progress lines, `/metrics` and `/healthz`.
 
 pub mod core;
 pub mod headers;
 pub mod jetstream;
+pub mod report;
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use crate::metrics::http::{Page, Pages};
 use crate::metrics::Counter;
-use crate::spool::backlog::{undrained_bytes, undrained_messages};
-use crate::spool::cursor;
 use crate::spool::walk::list_cores;
 use jetstream::{Link, Target};
 
@@ -153,7 +151,7 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
     if let Some(addr) = args.metrics {
         let bound = crate::metrics::http::spawn(
             addr,
-            DrainPages {
+            report::DrainPages {
                 dirs: dirs.clone(),
                 stats: stats.clone(),
                 client: link.client.clone(),
@@ -195,7 +193,7 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
             (core, r)
         });
     }
-    let progress = tokio::spawn(progress(
+    let progress = tokio::spawn(report::progress(
         dirs,
         stats.clone(),
         Duration::from_secs(args.progress_every.max(1)),
@@ -219,134 +217,6 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-/// One progress line per core every `every`: rate and lag.
-async fn progress(
-    dirs: Vec<PathBuf>,
-    stats: Vec<Arc<DrainStats>>,
-    every: Duration,
-    verbosity: i8,
-    stop: Arc<AtomicBool>,
-) {
-    let mut last: Vec<u64> = stats.iter().map(|s| s.messages.get()).collect();
-    let mut at = Instant::now();
-    while !stop.load(Relaxed) {
-        tokio::time::sleep(every).await;
-        let secs = at.elapsed().as_secs_f64();
-        at = Instant::now();
-        for (core, (dir, s)) in dirs.iter().zip(&stats).enumerate() {
-            let now = s.messages.get();
-            let rate = (now - last[core]) as f64 / secs;
-            last[core] = now;
-            if verbosity >= 0 {
-                let (msgs, bytes) = lag(dir);
-                eprintln!(
-                    "sluice drain: core {core}: {now} handed on ({rate:.0}/s), lag {msgs} messages / {bytes} bytes"
-                );
-            }
-        }
-    }
-}
-
-/// Messages and bytes after a core's cursor.
-fn lag(dir: &std::path::Path) -> (u64, u64) {
-    let c = cursor::read(dir).ok().flatten();
-    (
-        undrained_messages(dir, c.as_ref()).unwrap_or(0),
-        undrained_bytes(dir).unwrap_or(0),
-    )
-}
-
-/// The drain's `/metrics` and `/healthz`.
-struct DrainPages {
-    dirs: Vec<PathBuf>,
-    stats: Vec<Arc<DrainStats>>,
-    client: async_nats::Client,
-}
-
-impl Pages for DrainPages {
-    fn metrics(&self) -> String {
-        let mut s = String::new();
-        type Pick = fn(&DrainStats) -> u64;
-        let rows: [(&str, &str, &str, Pick); 6] = [
-            (
-                "sluice_drain_messages_total",
-                "counter",
-                "Messages acknowledged by JetStream.",
-                |d| d.messages.get(),
-            ),
-            (
-                "sluice_drain_bytes_total",
-                "counter",
-                "Octets of those messages.",
-                |d| d.bytes.get(),
-            ),
-            (
-                "sluice_drain_duplicates_total",
-                "counter",
-                "PubAcks marked duplicate (handed on again after a restart or retry).",
-                |d| d.duplicates.get(),
-            ),
-            (
-                "sluice_drain_retries_total",
-                "counter",
-                "Publishes retried.",
-                |d| d.retries.get(),
-            ),
-            (
-                "sluice_drain_corrupt_total",
-                "counter",
-                "Messages whose stored copy failed its checksum (not handed on).",
-                |d| d.corrupt.get(),
-            ),
-            (
-                "sluice_drain_segments_deleted_total",
-                "counter",
-                "Spool segments deleted after draining.",
-                |d| d.segments_deleted.get(),
-            ),
-        ];
-        for (name, kind, help, pick) in rows {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (core, st) in self.stats.iter().enumerate() {
-                let _ = writeln!(s, "{name}{{core=\"{core}\"}} {}", pick(st));
-            }
-        }
-        let lags: Vec<(u64, u64)> = self.dirs.iter().map(|d| lag(d)).collect();
-        let _ = writeln!(s, "# HELP sluice_drain_lag_messages Committed messages not yet acknowledged by JetStream.\n# TYPE sluice_drain_lag_messages gauge");
-        for (core, (m, _)) in lags.iter().enumerate() {
-            let _ = writeln!(s, "sluice_drain_lag_messages{{core=\"{core}\"}} {m}");
-        }
-        let _ = writeln!(s, "# HELP sluice_drain_lag_bytes Spool octets after the drain cursor.\n# TYPE sluice_drain_lag_bytes gauge");
-        for (core, (_, b)) in lags.iter().enumerate() {
-            let _ = writeln!(s, "sluice_drain_lag_bytes{{core=\"{core}\"}} {b}");
-        }
-        s
-    }
-
-    fn health(&self) -> Page {
-        let mut text = String::new();
-        let mut ok = true;
-        let state = self.client.connection_state();
-        let connected = state == async_nats::connection::State::Connected;
-        ok &= connected;
-        let _ = writeln!(text, "nats: {state:?}");
-        for (core, st) in self.stats.iter().enumerate() {
-            let alive = st.alive.load(Relaxed);
-            ok &= alive;
-            let _ = writeln!(
-                text,
-                "core {core}: {}",
-                if alive { "draining" } else { "stopped" }
-            );
-        }
-        if ok {
-            Ok(text)
-        } else {
-            Err(text)
-        }
     }
 }
 

@@ -31,10 +31,13 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         ("sluice_spool_undrained_bytes", "gauge", "Spool octets sluice drain has not handed on yet (all of them without a drain).", |m| &m.undrained_bytes),
     ];
     for (name, kind, help, pick) in &per_core {
-        header(&mut s, name, kind, help);
-        for (core, m) in cores.iter().enumerate() {
-            let _ = writeln!(s, "{name}{{core=\"{core}\"}} {}", pick(m).get());
-        }
+        per_core_family(
+            &mut s,
+            name,
+            kind,
+            help,
+            cores.iter().map(|m| pick(m).get()),
+        );
     }
     header(
         &mut s,
@@ -67,6 +70,20 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         cores.iter().map(|m| &m.sync_micros),
     );
     s
+}
+
+/// A metric family with one sample per core (label `core`), in order.
+pub fn per_core_family(
+    s: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    values: impl IntoIterator<Item = u64>,
+) {
+    header(s, name, kind, help);
+    for (core, v) in values.into_iter().enumerate() {
+        let _ = writeln!(s, "{name}{{core=\"{core}\"}} {v}");
+    }
 }
 
 fn header(s: &mut String, name: &str, kind: &str, help: &str) {
@@ -142,50 +159,24 @@ mod tests {
         cores[1].batch(5, 500, Some(std::time::Duration::from_micros(2_000)));
         cores[1].batch(600, 9, None);
         let text = render(&cores);
-        assert_eq!(
-            value(&text, "sluice_messages_accepted_total{core=\"0\"}"),
-            3.0
-        );
-        assert_eq!(
-            value(&text, "sluice_messages_accepted_total{core=\"1\"}"),
-            4.0
-        );
-        assert_eq!(
-            value(&text, "sluice_replies_total{core=\"1\",class=\"5xx\"}"),
-            1.0
-        );
-        assert_eq!(
-            value(&text, "sluice_replies_total{core=\"0\",class=\"2xx\"}"),
-            0.0
-        );
-        assert_eq!(value(&text, "sluice_spool_syncs_total{core=\"1\"}"), 1.0);
-        assert_eq!(
-            value(&text, "sluice_spool_batch_messages_bucket{le=\"1\"}"),
-            1.0
-        );
-        assert_eq!(
-            value(&text, "sluice_spool_batch_messages_bucket{le=\"8\"}"),
-            2.0
-        );
-        assert_eq!(
-            value(&text, "sluice_spool_batch_messages_bucket{le=\"+Inf\"}"),
-            3.0
-        );
-        assert_eq!(value(&text, "sluice_spool_batch_messages_count"), 3.0);
-        assert_eq!(value(&text, "sluice_spool_batch_messages_sum"), 606.0);
-        assert_eq!(
-            value(&text, "sluice_spool_sync_seconds_bucket{le=\"0.00025\"}"),
-            0.0
-        );
-        assert_eq!(
-            value(&text, "sluice_spool_sync_seconds_bucket{le=\"0.0005\"}"),
-            1.0
-        );
-        assert_eq!(
-            value(&text, "sluice_spool_sync_seconds_bucket{le=\"0.0025\"}"),
-            2.0
-        );
-        assert_eq!(value(&text, "sluice_spool_sync_seconds_count"), 2.0);
+        for (series, want) in [
+            ("sluice_messages_accepted_total{core=\"0\"}", 3.0),
+            ("sluice_messages_accepted_total{core=\"1\"}", 4.0),
+            ("sluice_replies_total{core=\"1\",class=\"5xx\"}", 1.0),
+            ("sluice_replies_total{core=\"0\",class=\"2xx\"}", 0.0),
+            ("sluice_spool_syncs_total{core=\"1\"}", 1.0),
+            ("sluice_spool_batch_messages_bucket{le=\"1\"}", 1.0),
+            ("sluice_spool_batch_messages_bucket{le=\"8\"}", 2.0),
+            ("sluice_spool_batch_messages_bucket{le=\"+Inf\"}", 3.0),
+            ("sluice_spool_batch_messages_count", 3.0),
+            ("sluice_spool_batch_messages_sum", 606.0),
+            ("sluice_spool_sync_seconds_bucket{le=\"0.00025\"}", 0.0),
+            ("sluice_spool_sync_seconds_bucket{le=\"0.0005\"}", 1.0),
+            ("sluice_spool_sync_seconds_bucket{le=\"0.0025\"}", 2.0),
+            ("sluice_spool_sync_seconds_count", 2.0),
+        ] {
+            assert_eq!(value(&text, series), want, "{series}");
+        }
         // Every sample line belongs to a family with a TYPE line.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
