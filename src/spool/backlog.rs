@@ -16,8 +16,11 @@ use super::record::{Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD};
 use super::walk::list_segments;
 
 /// Octets in `dir`'s segments after its drain cursor (all of them when no
-/// drain has run).
+/// drain has run; 0 when the directory does not exist yet).
 pub fn undrained_bytes(dir: &Path) -> io::Result<u64> {
+    if !dir.exists() {
+        return Ok(0);
+    }
     let cursor = cursor::read(dir)?;
     let mut total = 0;
     for (n, path) in list_segments(dir)? {
@@ -97,5 +100,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(undrained_bytes(d).unwrap(), 0);
+        assert_eq!(undrained_bytes(&d.join("core-9")).unwrap(), 0);
     }
 }
