@@ -30,6 +30,9 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 const CURSOR_EVERY: Duration = Duration::from_millis(50);
 /// Longest wait between retries of a failed publish.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Octets of messages read but not yet acknowledged, at most (besides the
+/// window's count): large messages are read whole before they are sent.
+const MAX_INFLIGHT_BYTES: u64 = 64 << 20;
 
 /// What one core's drain needs.
 pub struct CoreDrain {
@@ -60,7 +63,17 @@ impl CoreDrain {
     pub async fn run(self) -> Result<()> {
         let mut cursor = cursor::read(&self.dir)?;
         let mut tail = Tail::open(&self.dir, cursor.map(|c| (c.segment, c.offset)))?;
+        if let Some((segment, offset)) = tail.cursor_ahead {
+            let (s, o) = tail.position();
+            eprintln!(
+                "sluice drain: core {}: WARNING: the cursor (segment {segment}, offset {offset}) is past the end of the spool's records (segment {s}, offset {o}); records handed on before a power loss were not synced by serve (their senders got no 250). Going on from the end.",
+                self.core
+            );
+        }
         let mut inflight: VecDeque<Pending> = VecDeque::new();
+        let mut inflight_bytes = 0u64;
+        // Read from the spool, not yet sent.
+        let mut ready: VecDeque<Committed> = VecDeque::new();
         let mut saved = cursor;
         let mut last_save = Instant::now();
         let mut reported_problems = 0;
@@ -68,10 +81,16 @@ impl CoreDrain {
             let stopping = self.stop.load(Relaxed);
             // Refill in batches: looking at the spool costs a directory
             // listing and a file open.
-            if !stopping && inflight.len() <= self.window / 2 {
-                for c in tail.poll(self.window - inflight.len())? {
-                    inflight.push_back(self.send(c).await?);
-                }
+            if !stopping && ready.is_empty() && inflight.len() <= self.window / 2 {
+                ready.extend(tail.poll(self.window - inflight.len())?);
+            }
+            while !stopping
+                && inflight.len() < self.window
+                && (inflight.is_empty() || inflight_bytes < MAX_INFLIGHT_BYTES)
+            {
+                let Some(c) = ready.pop_front() else { break };
+                inflight_bytes += c.found.envelope.size;
+                inflight.push_back(self.send(c).await?);
             }
             for (segment, offset, what) in &tail.problems[reported_problems..] {
                 eprintln!(
@@ -81,7 +100,10 @@ impl CoreDrain {
             }
             reported_problems = tail.problems.len();
             match inflight.pop_front() {
-                Some(p) => self.acknowledged(p, &mut cursor).await?,
+                Some(p) => {
+                    inflight_bytes -= p.commit.found.envelope.size;
+                    self.acknowledged(p, &mut cursor).await?;
+                }
                 None if stopping => break,
                 None => tokio::time::sleep(IDLE_POLL).await,
             }
@@ -90,7 +112,8 @@ impl CoreDrain {
                 self.save(cursor.as_ref().expect("advanced"))?;
                 saved = cursor;
                 last_save = Instant::now();
-                self.delete_drained(&tail, &inflight, cursor.as_ref());
+                let unacknowledged = inflight.iter().map(|p| &p.commit).chain(&ready);
+                self.delete_drained(&tail, unacknowledged, cursor.as_ref());
             }
         }
         if let Some(c) = cursor.filter(|c| Some(*c) != saved) {
@@ -217,16 +240,14 @@ impl CoreDrain {
     /// Deletes segments that hold nothing unacknowledged: before the
     /// cursor's segment, before any chunk of a message not yet handed on,
     /// and old enough for --retain.
-    fn delete_drained(&self, tail: &Tail, inflight: &VecDeque<Pending>, cursor: Option<&Cursor>) {
+    fn delete_drained<'a>(
+        &self,
+        tail: &Tail,
+        unacknowledged: impl Iterator<Item = &'a Committed>,
+        cursor: Option<&Cursor>,
+    ) {
         let Some(cursor) = cursor else { return };
-        let in_flight = inflight.iter().flat_map(|p| {
-            let f = &p.commit.found;
-            std::iter::once(f.segment).chain(f.chunks.iter().map(|l| l.segment))
-        });
-        let keep_from = in_flight
-            .chain([cursor.segment, tail.oldest_needed()])
-            .min()
-            .unwrap_or(cursor.segment);
+        let keep_from = first_to_keep(cursor, tail.oldest_needed(), unacknowledged);
         let Ok(segments) = list_segments(&self.dir) else {
             return;
         };
@@ -258,5 +279,79 @@ impl CoreDrain {
         if deleted {
             let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
         }
+    }
+}
+
+/// The oldest segment that must stay: the cursor's (serve may still write
+/// there, and it holds the next records), the oldest with chunks of a
+/// message the tail has not returned yet, and every segment holding a
+/// part of a message read but not yet acknowledged.
+fn first_to_keep<'a>(
+    cursor: &Cursor,
+    tail_needs: u64,
+    unacknowledged: impl Iterator<Item = &'a Committed>,
+) -> u64 {
+    unacknowledged
+        .flat_map(|c| {
+            let f = &c.found;
+            std::iter::once(f.segment).chain(f.chunks.iter().map(|l| l.segment))
+        })
+        .chain([cursor.segment, tail_needs])
+        .min()
+        .unwrap_or(cursor.segment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::walk::{ChunkLoc, Found};
+    use crate::spool::{QueueId, StoredEnvelope};
+
+    fn committed(segment: u64, chunk_segments: &[u64]) -> Committed {
+        Committed {
+            found: Found {
+                envelope: StoredEnvelope {
+                    id: QueueId(1),
+                    received_at_micros: 0,
+                    size: 0,
+                    body_crc: 0,
+                    chunks: chunk_segments.len() as u32,
+                    peer: String::new(),
+                    helo: String::new(),
+                    mail_from: String::new(),
+                    rcpt_to: Vec::new(),
+                },
+                segment,
+                offset: 0,
+                chunks: chunk_segments
+                    .iter()
+                    .map(|&segment| ChunkLoc {
+                        segment,
+                        offset: 0,
+                        len: 1,
+                    })
+                    .collect(),
+                inline: Vec::new(),
+            },
+            end: (segment, 100),
+        }
+    }
+
+    #[test]
+    fn segments_with_any_unacknowledged_part_are_kept() {
+        let cursor = Cursor {
+            segment: 9,
+            offset: 10,
+            last_id: 1,
+            messages: 1,
+        };
+        let none: [Committed; 0] = [];
+        assert_eq!(first_to_keep(&cursor, 9, none.iter()), 9);
+        // The tail holds chunks (message not committed yet) in segment 4.
+        assert_eq!(first_to_keep(&cursor, 4, none.iter()), 4);
+        // A message read but not acknowledged: its chunks reach back to 3.
+        let waiting = [committed(10, &[3, 7]), committed(11, &[])];
+        assert_eq!(first_to_keep(&cursor, 9, waiting.iter()), 3);
+        assert_eq!(first_to_keep(&cursor, 12, [committed(10, &[])].iter()), 9);
     }
 }

@@ -48,12 +48,19 @@ pub struct Tail {
     newest_commit_micros: u64,
     /// Damage found in finished segments: (segment, offset, what).
     pub problems: Vec<(u64, u64, String)>,
+    /// The position asked for at open was past the end of the records.
+    pub cursor_ahead: Option<(u64, u64)>,
 }
 
 impl Tail {
     /// A tail positioned just after `after` (segment, offset), or at the
     /// start of the spool. The retained segments before it are read for
     /// chunk records of messages committed later.
+    ///
+    /// If the spool's records end before `after` (possible only after a
+    /// power loss: the drain handed on records `serve` had written but not
+    /// yet synced, so no client got a 250 for them), the tail starts where
+    /// the records end and [`Tail::cursor_ahead`] says so.
     pub fn open(dir: &Path, after: Option<(u64, u64)>) -> io::Result<Tail> {
         let first = list_segments(dir)?.first().map_or(1, |(n, _)| *n);
         let mut t = Tail {
@@ -63,22 +70,15 @@ impl Tail {
             pending: HashMap::new(),
             newest_commit_micros: 0,
             problems: Vec::new(),
+            cursor_ahead: None,
         };
         if let Some(target) = after {
             while (t.segment, t.offset) < target {
                 let before = (t.segment, t.offset);
-                let got = t.read(usize::MAX, Some(target))?;
-                drop(got);
+                drop(t.read(usize::MAX, Some(target))?);
                 if (t.segment, t.offset) == before {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: the drain cursor (segment {}, offset {}) is beyond the spool's records",
-                            dir.display(),
-                            target.0,
-                            target.1
-                        ),
-                    ));
+                    t.cursor_ahead = Some(target);
+                    break;
                 }
             }
         }
@@ -287,7 +287,13 @@ mod tests {
         let rest = again.poll(10).unwrap();
         assert_eq!(ids(&rest), vec![5 << 8]);
         assert_eq!(rest[0].found.chunks.len(), 1);
-        assert!(Tail::open(d, Some((9, 0))).is_err());
+        assert_eq!(again.cursor_ahead, None);
+        // A cursor past the records (a power loss took unsynced records
+        // the drain had already handed on): start at the end, say so.
+        let ahead = Tail::open(d, Some((2, 1 << 20))).unwrap();
+        assert_eq!(ahead.cursor_ahead, Some((2, 1 << 20)));
+        assert_eq!(ahead.position().0, 2);
+        assert!(ahead.position().1 < 1 << 20);
     }
 
     #[test]
