@@ -312,3 +312,34 @@ fn a_stream_that_keeps_mail_in_memory_is_refused() {
     let err = start_error(&["--spool-max-bytes", "lots"]);
     assert!(err.contains("--spool-max-bytes \"lots\""), "{err}");
 }
+
+#[test]
+fn retain_keeps_drained_segments_until_they_are_old_enough() {
+    let Some(bin) = peer_program("nats-server") else {
+        return;
+    };
+    let cluster = Cluster::start(&bin, 1);
+    let urls = cluster.urls();
+    let server = Server::start(&["--segment-size", "64K"]);
+    let body = format!("Subject: r\r\n\r\n{}", text(20 << 10));
+    for _ in 0..20 {
+        let mut c = server.connect();
+        queued_id(&c.send_mail("a@x.test", "b@y.test", body.as_bytes()));
+    }
+    let before = segments(&server.spool, 0);
+    assert!(before >= 3, "{before} segments");
+    let dir = tempfile::tempdir().unwrap();
+    let drain = Drain::start(
+        &server.spool,
+        &urls,
+        &["--retain", "1h"],
+        dir.path().join("d.log"),
+    );
+    let stored = eventually(Duration::from_secs(60), "20 messages in the stream", || {
+        read_stream(&urls, "MAIL").filter(|m| m.len() >= 20)
+    });
+    assert_eq!(stored.len(), 20);
+    // Drained, but younger than an hour: every segment is still there.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(segments(&server.spool, 0), before, "{}", drain.log());
+}
