@@ -113,6 +113,12 @@ impl Shard {
         if generation != self.generation.get() {
             self.generation.set(generation);
             *self.settings.borrow_mut() = Settings::new(published.latest());
+            if self.verbosity >= 0 {
+                eprintln!(
+                    "sluice: core {}: new sessions use configuration generation {generation}",
+                    self.core
+                );
+            }
         }
     }
 }
