@@ -48,6 +48,11 @@ pub struct CoreDrain {
     pub verbose: bool,
 }
 
+/// The drain was told to stop while a publish was being retried.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped with messages not yet acknowledged; they are sent again at the next start")]
+struct Stopped;
+
 /// A message handed to JetStream and not yet acknowledged.
 struct Pending {
     commit: Committed,
@@ -59,9 +64,22 @@ struct Pending {
 
 impl CoreDrain {
     /// Runs until `stop`; then waits for the acks in flight and saves the
-    /// cursor.
+    /// cursor. Stopped while NATS is unreachable, it saves what was
+    /// acknowledged and leaves the rest for the next start.
     pub async fn run(self) -> Result<()> {
         let mut cursor = cursor::read(&self.dir)?;
+        let mut saved = cursor;
+        let result = self.drain(&mut cursor, &mut saved).await;
+        if let Some(c) = cursor.filter(|c| Some(*c) != saved) {
+            self.save(&c)?;
+        }
+        match result {
+            Err(e) if e.is::<Stopped>() => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn drain(&self, cursor: &mut Option<Cursor>, saved: &mut Option<Cursor>) -> Result<()> {
         let mut tail = Tail::open(&self.dir, cursor.map(|c| (c.segment, c.offset)))?;
         if let Some((segment, offset)) = tail.cursor_ahead {
             let (s, o) = tail.position();
@@ -74,7 +92,6 @@ impl CoreDrain {
         let mut inflight_bytes = 0u64;
         // Read from the spool, not yet sent.
         let mut ready: VecDeque<Committed> = VecDeque::new();
-        let mut saved = cursor;
         let mut last_save = Instant::now();
         let mut reported_problems = 0;
         loop {
@@ -102,7 +119,7 @@ impl CoreDrain {
             match inflight.pop_front() {
                 Some(p) => {
                     inflight_bytes -= p.commit.found.envelope.size;
-                    self.acknowledged(p, &mut cursor).await?;
+                    self.acknowledged(p, cursor).await?;
                 }
                 None if stopping => break,
                 None => tokio::time::sleep(IDLE_POLL).await,
@@ -110,14 +127,11 @@ impl CoreDrain {
             let due = last_save.elapsed() >= CURSOR_EVERY || inflight.is_empty();
             if cursor != saved && due {
                 self.save(cursor.as_ref().expect("advanced"))?;
-                saved = cursor;
+                *saved = *cursor;
                 last_save = Instant::now();
                 let unacknowledged = inflight.iter().map(|p| &p.commit).chain(&ready);
                 self.delete_drained(&tail, unacknowledged, cursor.as_ref());
             }
-        }
-        if let Some(c) = cursor.filter(|c| Some(*c) != saved) {
-            self.save(&c)?;
         }
         Ok(())
     }
@@ -164,7 +178,7 @@ impl CoreDrain {
                 });
             }
         };
-        let ack = self.publish_until_sent(&commit, data.clone()).await;
+        let ack = self.publish_until_sent(&commit, data.clone()).await?;
         Ok(Pending {
             commit,
             data: Some(data),
@@ -173,14 +187,14 @@ impl CoreDrain {
     }
 
     /// Publishes, retrying while NATS refuses.
-    async fn publish_until_sent(&self, c: &Committed, data: Bytes) -> PublishAckFuture {
+    async fn publish_until_sent(&self, c: &Committed, data: Bytes) -> Result<PublishAckFuture> {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.link.publish(&c.found.envelope, data.clone()).await {
-                Ok(fut) => return fut,
+                Ok(fut) => return Ok(fut),
                 Err(e) => {
                     self.retry(&c.found.envelope.id.to_string(), &e, &mut backoff)
-                        .await
+                        .await?
                 }
             }
         }
@@ -202,9 +216,9 @@ impl CoreDrain {
                 Err(e) => {
                     let e = anyhow::Error::new(e);
                     self.retry(&commit.found.envelope.id.to_string(), &e, &mut backoff)
-                        .await;
+                        .await?;
                     let data = data.clone().expect("only sent messages have acks");
-                    ack = Some(self.publish_until_sent(&commit, data).await);
+                    ack = Some(self.publish_until_sent(&commit, data).await?);
                 }
             }
         }
@@ -222,7 +236,12 @@ impl CoreDrain {
         Ok(())
     }
 
-    async fn retry(&self, id: &str, e: &anyhow::Error, backoff: &mut Duration) {
+    /// Logs a failed publish and waits before the next try; `Err(Stopped)`
+    /// once SIGTERM/SIGINT came (the message is re-sent at the next start).
+    async fn retry(&self, id: &str, e: &anyhow::Error, backoff: &mut Duration) -> Result<()> {
+        if self.stop.load(Relaxed) {
+            return Err(Stopped.into());
+        }
         self.stats.retries.add(1);
         eprintln!(
             "sluice drain: core {}: message {id}: {e:#}; retrying in {backoff:?}",
@@ -230,6 +249,7 @@ impl CoreDrain {
         );
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        Ok(())
     }
 
     fn save(&self, c: &Cursor) -> Result<()> {

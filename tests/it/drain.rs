@@ -50,6 +50,9 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
     let Some(bin) = peer_program("nats-server") else {
         return;
     };
+    // Built first: on a fresh checkout this takes minutes, and the kills
+    // below must come while the load runs.
+    let loadgen = loadgen();
     let mut cluster = Cluster::start(&bin, 3);
     let urls = cluster.urls();
     let server = Server::start(&["--cores", "2", "--segment-size", "64K"]);
@@ -63,7 +66,7 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
 
     let target = server.addr.to_string();
     let load = std::thread::spawn(move || {
-        Command::new(loadgen())
+        Command::new(loadgen)
             .args(["--target", &target, "--json", "--quiet", "--cores", "1"])
             .args([
                 "--messages",
@@ -340,4 +343,48 @@ fn retain_keeps_drained_segments_until_they_are_old_enough() {
     // Drained, but younger than an hour: every segment is still there.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(segments(&server.spool, 0), before, "{}", drain.log());
+}
+
+#[test]
+fn sigterm_while_nats_is_down_saves_the_cursor_and_exits_cleanly() {
+    let Some(bin) = peer_program("nats-server") else {
+        return;
+    };
+    let mut cluster = Cluster::start(&bin, 1);
+    let urls = cluster.urls();
+    let server = Server::start(&[]);
+    let send = |n: usize| {
+        for i in 0..n {
+            let body = format!("Subject: {i}\r\n\r\nhello\r\n");
+            queued_id(
+                &server
+                    .connect()
+                    .send_mail("a@x.test", "b@y.test", body.as_bytes()),
+            );
+        }
+    };
+    send(5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut drain = Drain::start(&server.spool, &urls, &[], dir.path().join("d.log"));
+    eventually(Duration::from_secs(60), "5 messages in the stream", || {
+        read_stream(&urls, "MAIL").filter(|m| m.len() >= 5)
+    });
+    cluster.kill(0);
+    send(3);
+    eventually(Duration::from_secs(30), "retries", || {
+        drain.log().contains("retrying in").then_some(())
+    });
+    unsafe { libc::kill(drain.child.id() as i32, libc::SIGTERM) };
+    let status = eventually(Duration::from_secs(20), "the drain to exit", || {
+        drain.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{}", drain.log());
+    let cursor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(server.spool.join("core-0/drain.cursor")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cursor["messages"], 5,
+        "only acknowledged messages are behind it"
+    );
 }

@@ -212,5 +212,8 @@ impl Drain {
 impl Drop for Drain {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- sluice drain log ---\n{}", self.log());
+        }
     }
 }

@@ -180,6 +180,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- sluice serve log ---\n{}", self.log());
+        }
     }
 }
 
