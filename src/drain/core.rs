@@ -154,14 +154,19 @@ impl CoreDrain {
                 ))
             }
         } else {
+            // The message goes to the reading thread and comes back,
+            // instead of copying its inline octets.
             let dir = self.dir.clone();
-            let found = commit.found.clone();
-            tokio::task::spawn_blocking(move || -> Result<Result<Vec<u8>, String>> {
-                let data = read_message(&dir, &found)
-                    .with_context(|| format!("cannot read message {}", found.envelope.id))?;
-                Ok(check_message(&found, &data).map(|()| data))
+            let (back, read) = tokio::task::spawn_blocking(move || {
+                let found = &commit.found;
+                let read = read_message(&dir, found)
+                    .with_context(|| format!("cannot read message {}", found.envelope.id))
+                    .map(|data| check_message(found, &data).map(|()| data));
+                (commit, read)
             })
-            .await??
+            .await?;
+            commit = back;
+            read?
         };
         let data = match data {
             Ok(d) => Bytes::from(d),

@@ -228,10 +228,8 @@ fn a_full_spool_answers_452_until_the_drain_catches_up_and_big_mail_goes_to_the_
     assert_eq!(found, acked.iter().cloned().collect::<BTreeSet<_>>());
 
     // The drain's metrics: everything handed on, nothing lagging.
-    let metrics: std::net::SocketAddr = eventually(Duration::from_secs(10), "metrics line", || {
-        let log = drain.log();
-        let rest = log.split("metrics at http://").nth(1)?;
-        rest.split('/').next()?.parse().ok()
+    let metrics = eventually(Duration::from_secs(10), "metrics line", || {
+        metrics_addr_in(&drain.log())
     });
     eventually(Duration::from_secs(20), "lag 0", || {
         let page = http(metrics, "GET", "/metrics").1;
@@ -270,22 +268,15 @@ fn a_full_spool_answers_452_until_the_drain_catches_up_and_big_mail_goes_to_the_
     assert!(size > big.len(), "{big_line}");
 }
 
-/// `examples/worker.rs`, built on demand in its own target directory (see
-/// `loadgen()` for why).
+/// `examples/worker.rs`.
 fn worker_example() -> std::path::PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
-    let profile_dir = std::path::Path::new(BIN).parent().unwrap();
-    let target_dir = profile_dir.parent().unwrap().join("examples-it");
-    BUILD.call_once(|| {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "--example", "worker", "--target-dir"])
-            .arg(&target_dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building examples/worker.rs");
-    });
-    target_dir.join("debug").join("examples").join("worker")
+    built_apart(
+        &BUILD,
+        "examples-it",
+        &["--example", "worker"],
+        "examples/worker",
+    )
 }
 
 #[test]

@@ -3,27 +3,15 @@ use std::sync::Once;
 
 use crate::support::*;
 
-/// The sluice-loadgen binary, built on demand (it is another package of
-/// this workspace) into its own target directory: built alone, its
-/// dependencies resolve features differently than in the test build, and
-/// sharing one directory would rebuild it on every alternation.
+/// The sluice-loadgen binary (another package of this workspace).
 pub fn loadgen() -> std::path::PathBuf {
     static BUILD: Once = Once::new();
-    let profile_dir = std::path::Path::new(BIN).parent().unwrap();
-    let release = profile_dir.ends_with("release");
-    let target_dir = profile_dir.parent().unwrap().join("loadgen-it");
-    let profile = if release { "release" } else { "debug" };
-    let bin = target_dir.join(profile).join("sluice-loadgen");
-    BUILD.call_once(|| {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "sluice-loadgen", "--target-dir"])
-            .arg(&target_dir);
-        if release {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "building sluice-loadgen");
-    });
-    bin
+    built_apart(
+        &BUILD,
+        "loadgen-it",
+        &["-p", "sluice-loadgen"],
+        "sluice-loadgen",
+    )
 }
 
 /// Runs a load and returns its JSON report.

@@ -126,8 +126,8 @@ impl Server {
 
     /// The `--metrics` endpoint's address, from the log.
     pub fn metrics_addr(&self) -> SocketAddr {
-        let rest = self.wait_for_log("metrics at http://");
-        rest.split('/').next().unwrap().parse().unwrap()
+        self.wait_for_log("metrics at http://");
+        metrics_addr_in(&self.log()).expect("an address in the metrics line")
     }
 }
 
@@ -439,4 +439,36 @@ pub fn wait_listening(addr: SocketAddr) {
         assert!(Instant::now() < until, "nothing listens on {addr}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A binary of this workspace that the test build does not make (another
+/// package, an example), built once per test run with `cargo build
+/// <what>` into its own target directory `target/<dir>`: built alone, its
+/// dependencies resolve features differently than in the test build, and
+/// sharing one directory would rebuild them on every alternation. `bin` is
+/// the path inside the profile directory.
+pub fn built_apart(once: &'static std::sync::Once, dir: &str, what: &[&str], bin: &str) -> PathBuf {
+    let profile_dir = Path::new(BIN).parent().unwrap();
+    let release = profile_dir.ends_with("release");
+    let target_dir = profile_dir.parent().unwrap().join(dir);
+    once.call_once(|| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.arg("build")
+            .args(what)
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "cargo build {what:?}");
+    });
+    target_dir
+        .join(if release { "release" } else { "debug" })
+        .join(bin)
+}
+
+/// The address a `metrics at http://ADDR/metrics` log line names.
+pub fn metrics_addr_in(log: &str) -> Option<SocketAddr> {
+    let rest = log.split("metrics at http://").nth(1)?;
+    rest.split('/').next()?.parse().ok()
 }
