@@ -10,6 +10,45 @@
 //! with memchr alone the scanner reached about a quarter of the raw
 //! `memmem` floor.
 
+/// Which vector width the block functions use on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    /// SSE2 on x86_64 (its baseline), plain byte loops elsewhere.
+    Baseline,
+    /// 32-octet vectors.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// 64-octet vectors compared straight into mask registers.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Simd {
+    /// The widest level this CPU runs.
+    pub fn detect() -> Simd {
+        *Simd::available()
+            .last()
+            .expect("the baseline is always there")
+    }
+
+    /// Every level this CPU runs, narrowest first (tests run them all).
+    pub fn available() -> Vec<Simd> {
+        let mut levels = vec![Simd::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                levels.push(Simd::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                levels.push(Simd::Avx512);
+            }
+        }
+        levels
+    }
+}
+
 /// The masks of one block: bit `k` is set when octet `k` is that byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Masks {
@@ -68,6 +107,125 @@ x86_masks!(
     __m256i, _mm256_loadu_si256, _mm256_set1_epi8, _mm256_cmpeq_epi8, _mm256_movemask_epi8
 );
 
+/// One x86_64 clean-block check: `$lanes`-octet vectors of the window and
+/// of the window moved on by one octet, so that each octet is compared
+/// with its successor without any mask arithmetic.
+macro_rules! x86_clean {
+    ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $bits:ty,
+     $vec:ident, $load:ident, $set1:ident, $cmpeq:ident, $movemask:ident,
+     $and:ident, $or:ident, $xor:ident, $setzero:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        #[doc = concat!("The CPU must support ", $feature, ".")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[inline]
+        pub unsafe fn $name(window: &[u8; 65]) -> Option<u64> {
+            use std::arch::x86_64::{$and, $cmpeq, $load, $movemask, $or, $set1, $setzero, $vec, $xor};
+            let (cr_v, lf_v, dot_v) = ($set1(b'\r' as i8), $set1(b'\n' as i8), $set1(b'.' as i8));
+            let mut events = $setzero();
+            let mut lfs = $setzero();
+            for k in 0..64 / $lanes {
+                // SAFETY: `window` is 65 octets and `(k + 1) * $lanes + 1 <= 65`,
+                // so both unaligned loads stay inside it.
+                let (here, next) = unsafe {
+                    let at = window.as_ptr().add(k * $lanes);
+                    ($load(at.cast::<$vec>()), $load(at.add(1).cast::<$vec>()))
+                };
+                let lf = $cmpeq(here, lf_v);
+                // A CR without a LF after it, or a LF without a CR before it.
+                let unpaired = $xor($cmpeq(here, cr_v), $cmpeq(next, lf_v));
+                let dot_line = $and(lf, $cmpeq(next, dot_v));
+                events = $or(events, $or(unpaired, dot_line));
+                lfs = $or(lfs, lf);
+            }
+            ($movemask(events) == 0).then_some(u64::from($movemask(lfs) as $bits))
+        }
+    };
+}
+
+x86_clean!(
+    /// [`clean`] with SSE2.
+    clean_sse2, "sse2", 16, u16,
+    __m128i, _mm_loadu_si128, _mm_set1_epi8, _mm_cmpeq_epi8, _mm_movemask_epi8,
+    _mm_and_si128, _mm_or_si128, _mm_xor_si128, _mm_setzero_si128
+);
+x86_clean!(
+    /// [`clean`] with AVX2.
+    clean_avx2, "avx2", 32, u32,
+    __m256i, _mm256_loadu_si256, _mm256_set1_epi8, _mm256_cmpeq_epi8, _mm256_movemask_epi8,
+    _mm256_and_si256, _mm256_or_si256, _mm256_xor_si256, _mm256_setzero_si256
+);
+
+/// Masks with AVX-512BW: one 64-octet compare per byte, straight into a
+/// mask register.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+pub unsafe fn masks_avx512(block: &[u8; 64]) -> Masks {
+    use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
+    // SAFETY: `block` is 64 octets, one unaligned load.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+    let bits = |byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
+    Masks {
+        cr: bits(b'\r'),
+        lf: bits(b'\n'),
+        dot: bits(b'.'),
+    }
+}
+
+/// [`clean`] with AVX-512BW; the summary it returns is the LF mask.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+pub unsafe fn clean_avx512(window: &[u8; 65]) -> Option<u64> {
+    use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
+    // SAFETY: `window` is 65 octets; the loads cover 0..64 and 1..65.
+    let (here, next) = unsafe {
+        (
+            _mm512_loadu_si512(window.as_ptr().cast()),
+            _mm512_loadu_si512(window.as_ptr().add(1).cast()),
+        )
+    };
+    let bits = |v, byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
+    let lf = bits(here, b'\n');
+    let events = (bits(here, b'\r') ^ bits(next, b'\n')) | (lf & bits(next, b'.'));
+    (events == 0).then_some(lf)
+}
+
+/// Checks the block `window[..64]` for anything that needs a closer look,
+/// using `window[64]` as the successor of its last octet: a CR not
+/// followed by LF, a LF (at 1..=64) not preceded by CR, or a `.` (at
+/// 1..=64) right after a LF. For a clean block it returns a summary that
+/// is non-zero exactly when the block holds a LF (each of which ends a
+/// line, unless the one at 0 has no CR before it: the caller checks that).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn clean(window: &[u8; 65]) -> Option<u64> {
+    // SAFETY: SSE2 is part of the x86_64 baseline, so it is always there.
+    unsafe { clean_sse2(window) }
+}
+
+/// [`clean`] from the block's masks (portable fallback).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn clean(window: &[u8; 65]) -> Option<u64> {
+    let m = masks(window[..64].try_into().expect("64 octets"));
+    let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
+    let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
+    (events == 0).then_some(m.lf)
+}
+
 /// Masks for the 64 octets of `block` (portable fallback).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
@@ -99,6 +257,65 @@ mod tests {
             std::array::from_fn(|k| [b'\r', b'\n', b'.', b'a'][(k * 7 + k / 5) % 4]);
         // SAFETY: AVX2 was detected above.
         assert_eq!(unsafe { masks_avx2(&block) }, masks(&block));
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: AVX-512BW was detected just above.
+            assert_eq!(unsafe { masks_avx512(&block) }, masks(&block));
+        }
+    }
+
+    /// The definition of a clean block, spelled out over its masks.
+    fn clean_by_masks(window: &[u8; 65]) -> Option<u64> {
+        let m = masks(window[..64].try_into().unwrap());
+        let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
+        let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
+        (events == 0).then_some(m.lf)
+    }
+
+    /// Windows of CRLF text and of text without line ends, with one or
+    /// two octets changed at every pair of positions, so that clean and
+    /// not clean, with and without a LF, are all common.
+    fn windows() -> impl Iterator<Item = [u8; 65]> {
+        let text: [u8; 65] = std::array::from_fn(|k| match k % 13 {
+            11 => b'\r',
+            12 => b'\n',
+            _ => b'a',
+        });
+        [text, [b'a'; 65]].into_iter().flat_map(|base| {
+            (0..65).flat_map(move |a| {
+                (0..65).flat_map(move |b| {
+                    [b'\r', b'\n', b'.', b'a'].into_iter().map(move |byte| {
+                        let mut w = base;
+                        w[a] = byte;
+                        w[b] = [b'.', b'\n', b'\r', b'a'][(a + b) % 4];
+                        w
+                    })
+                })
+            })
+        })
+    }
+
+    #[test]
+    fn clean_matches_its_definition() {
+        let mut seen = std::collections::HashMap::new();
+        for w in windows() {
+            let has_lf = |summary: Option<u64>| summary.map(|lf| lf != 0);
+            let want = has_lf(clean_by_masks(&w));
+            assert_eq!(has_lf(clean(&w)), want, "{:?}", String::from_utf8_lossy(&w));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected just above.
+                assert_eq!(has_lf(unsafe { clean_avx2(&w) }), want);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                // SAFETY: AVX-512BW was detected just above.
+                assert_eq!(has_lf(unsafe { clean_avx512(&w) }), want);
+            }
+            *seen.entry(want).or_insert(0) += 1;
+        }
+        for outcome in [None, Some(false), Some(true)] {
+            assert!(seen.get(&outcome).copied().unwrap_or(0) > 100, "{seen:?}");
+        }
     }
 
     #[test]

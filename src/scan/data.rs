@@ -27,9 +27,9 @@
 
 use memchr::memchr2;
 
+use super::blocks::{clean, masks, Masks, Simd};
 #[cfg(target_arch = "x86_64")]
-use super::blocks::masks_avx2;
-use super::blocks::{masks, Masks};
+use super::blocks::{clean_avx2, clean_avx512, masks_avx2, masks_avx512};
 
 /// Where the scanner stands in the line structure between two calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,23 +81,32 @@ pub struct DataScanner {
     line_len: usize,
     max_line: usize,
     flags: BodyFlags,
+    /// The block functions to use, chosen once for the CPU.
+    simd: Simd,
 }
 
 impl DataScanner {
     /// A scanner that reports lines longer than `max_line` octets
     /// (counting the CRLF, not counting a stuffed dot).
     pub fn new(max_line: usize) -> Self {
+        DataScanner::with_simd(max_line, Simd::detect())
+    }
+
+    /// A scanner that uses the block functions of `simd`, which the CPU
+    /// must support (see [`Simd::available`]).
+    pub(super) fn with_simd(max_line: usize, simd: Simd) -> Self {
         DataScanner {
             state: State::LineStart,
             line_len: 0,
             max_line,
             flags: BodyFlags::default(),
+            simd,
         }
     }
 
     /// Gets ready for the next message, keeping the line limit.
     pub fn reset(&mut self) {
-        *self = DataScanner::new(self.max_line);
+        *self = DataScanner::with_simd(self.max_line, self.simd);
     }
 
     /// What has been noticed about the body so far.
@@ -163,27 +172,10 @@ impl DataScanner {
             }
         }
 
-        // Whole 64-octet blocks are tried from here on (see `skip_blocks`).
-        let mut blocks_from = i;
-        // The main loop: settle whole blocks while no line starts with a
-        // dot; otherwise jump between CR and LF with memchr2.
+        // The main loop: settle whole 64-octet blocks with bit masks, stop
+        // at each line-start dot to drop it, and jump between CR and LF
+        // with memchr2 over the last few octets.
         loop {
-            if i >= blocks_from && i + 64 <= end {
-                let skipped = self.skip_blocks(w.buf, i, end, &mut line_from);
-                if skipped.dot_at_line_start {
-                    blocks_from = skipped.next + 64;
-                }
-                i = skipped.next;
-                if skipped.cr_pending {
-                    // The octet before `i` is a CR whose successor decides.
-                    if i == end {
-                        self.state = State::AfterCr;
-                        break;
-                    }
-                    self.after_cr(w.buf[i], &mut i, &mut line_from);
-                }
-                continue;
-            }
             if self.state == State::LineStart {
                 if i == end {
                     break;
@@ -211,6 +203,19 @@ impl DataScanner {
                     }
                 }
                 self.state = State::InLine;
+            }
+            if i + 64 <= end {
+                let skipped = self.skip_blocks(w.buf, i, end, &mut line_from);
+                i = skipped.next;
+                if skipped.cr_pending {
+                    // The octet before `i` is a CR whose successor decides.
+                    if i == end {
+                        self.state = State::AfterCr;
+                        break;
+                    }
+                    self.after_cr(w.buf[i], &mut i, &mut line_from);
+                }
+                continue;
             }
             let Some(k) = memchr2(b'\r', b'\n', &w.buf[i..end]) else {
                 i = end;
@@ -242,19 +247,43 @@ impl DataScanner {
         w.finish_at(i, false)
     }
 
-    /// Settles whole 64-octet blocks from `i` with bit masks, as long as
-    /// no line in them starts with a dot: such blocks need no output
-    /// change, only their flags and line lengths. Called in state
-    /// `LineStart` or `InLine` (the octet before `i` is never an
+    /// Settles whole 64-octet blocks from `i` with bit masks: flags, line
+    /// lengths and the line structure, without moving any output. Stops
+    /// at the first dot at a line start (the terminator or a stuffed dot,
+    /// for the byte path to handle), or before the last partial block.
+    /// Called in state `InLine` (the octet before `i` is never an
     /// unresolved CR then); leaves the state for the octet at `next`.
     #[inline]
     fn skip_blocks(&mut self, buf: &[u8], i: usize, end: usize, line_from: &mut usize) -> Skipped {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { self.skip_blocks_avx2(buf, i, end, line_from) };
+        match self.simd {
+            // SAFETY: `Simd::detect` found AVX-512BW on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { self.skip_blocks_avx512(buf, i, end, line_from) },
+            // SAFETY: `Simd::detect` found AVX2 on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { self.skip_blocks_avx2(buf, i, end, line_from) },
+            Simd::Baseline => self.skip_blocks_with(buf, i, end, line_from, masks, clean),
         }
-        self.skip_blocks_with(buf, i, end, line_from, masks)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw")]
+    fn skip_blocks_avx512(
+        &mut self,
+        buf: &[u8],
+        i: usize,
+        end: usize,
+        line_from: &mut usize,
+    ) -> Skipped {
+        self.skip_blocks_with(
+            buf,
+            i,
+            end,
+            line_from,
+            // SAFETY (both): this function only runs where AVX-512BW was detected.
+            |b| unsafe { masks_avx512(b) },
+            |w| unsafe { clean_avx512(w) },
+        )
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -266,12 +295,22 @@ impl DataScanner {
         end: usize,
         line_from: &mut usize,
     ) -> Skipped {
-        self.skip_blocks_with(buf, i, end, line_from, |b| {
-            // SAFETY: this function only runs where AVX2 was detected.
-            unsafe { masks_avx2(b) }
-        })
+        self.skip_blocks_with(
+            buf,
+            i,
+            end,
+            line_from,
+            // SAFETY (both): this function only runs where AVX2 was detected.
+            |b| unsafe { masks_avx2(b) },
+            |w| unsafe { clean_avx2(w) },
+        )
     }
 
+    /// The block loop. Most blocks are clean (see [`clean`]): every CR
+    /// and LF pairs up and no line starts with a dot, so [`clean_run`]
+    /// only has to see whether a line could have grown too long. The
+    /// others go through the three masks, which say exactly where each
+    /// bare CR or LF, line end and line-start dot is.
     #[inline(always)]
     fn skip_blocks_with(
         &mut self,
@@ -280,65 +319,83 @@ impl DataScanner {
         end: usize,
         line_from: &mut usize,
         masks: impl Fn(&[u8; 64]) -> Masks,
+        clean: impl Fn(&[u8; 65]) -> Option<u64>,
     ) -> Skipped {
-        let mut line_start = u64::from(self.state == State::LineStart);
-        let mut prev_cr = 0u64;
-        let mut dot_at_line_start = false;
+        // The octet before `i`: a CR (not yet paired) or the LF of a CRLF.
+        let (mut prev_cr, mut line_start) = (0u64, u64::from(self.state == State::LineStart));
         let (mut lone_cr, mut lone_lf, mut long) = (0u64, 0u64, false);
-        // Octets of the current line before `line_from`.
-        let mut carried = self.line_len;
-        let max = self.max_line;
-        // Kept in a register in the loop, written back after it.
-        let mut from = *line_from;
+        let mut lines = Lines {
+            carried: self.line_len,
+            from: *line_from,
+            max: self.max_line,
+        };
         // Slicing to `end` lets the compiler drop the per-block bounds check.
         let buf = &buf[..end];
+        let mut dot_stop = false;
         while i + 64 <= buf.len() {
+            // The clean run needs the octet at `i` to fit with the one
+            // before it; after the run, the masks take the block it
+            // stopped at.
+            let seam_clean =
+                (prev_cr != 0) == (buf[i] == b'\n') && !(line_start != 0 && buf[i] == b'.');
+            if seam_clean {
+                let run = clean_run(
+                    buf,
+                    i,
+                    lines.from.wrapping_sub(lines.carried),
+                    lines.max,
+                    &clean,
+                );
+                if run.next > i {
+                    i = run.next;
+                    if let Some(block) = run.last_lf_block {
+                        let lf = masks(buf[block..block + 64].try_into().expect("64 octets")).lf;
+                        lines.from = block + 64 - lf.leading_zeros() as usize;
+                        lines.carried = 0;
+                    }
+                    prev_cr = u64::from(buf[i - 1] == b'\r');
+                    line_start = u64::from(buf[i - 1] == b'\n');
+                    if i + 64 > buf.len() {
+                        break;
+                    }
+                }
+            }
             let block: &[u8; 64] = buf[i..i + 64].try_into().expect("64 octets");
             let m = masks(block);
             let cr_before = (m.cr << 1) | prev_cr;
             let crlf = m.lf & cr_before;
-            if m.dot & ((crlf << 1) | line_start) != 0 {
-                dot_at_line_start = true;
+            let dots = m.dot & ((crlf << 1) | line_start);
+            // Only the octets before the first line-start dot are settled.
+            let settle = if dots == 0 {
+                u64::MAX
+            } else {
+                (1u64 << dots.trailing_zeros()) - 1
+            };
+            lone_cr |= ((m.cr & !(m.lf >> 1) & (u64::MAX >> 1)) | (prev_cr & !m.lf & 1)) & settle;
+            lone_lf |= m.lf & !cr_before & settle;
+            long |= lines.end_at(i + 1, crlf & settle);
+            if dots != 0 {
+                i += dots.trailing_zeros() as usize;
+                dot_stop = true;
                 break;
-            }
-            lone_cr |= (m.cr & !(m.lf >> 1) & (u64::MAX >> 1)) | (prev_cr & !m.lf & 1);
-            lone_lf |= m.lf & !cr_before;
-            if crlf != 0 {
-                let first = i + crlf.trailing_zeros() as usize + 1;
-                long |= carried + (first - from) > max;
-                if max < 64 {
-                    // Short limits (tests): every line in the block counts.
-                    let mut prev = first;
-                    let mut rest = crlf & (crlf - 1);
-                    while rest != 0 {
-                        let e = i + rest.trailing_zeros() as usize + 1;
-                        long |= e - prev > max;
-                        prev = e;
-                        rest &= rest - 1;
-                    }
-                }
-                // Lines inside one block are under 64 octets.
-                from = i + 64 - crlf.leading_zeros() as usize;
-                carried = 0;
             }
             prev_cr = m.cr >> 63;
             line_start = crlf >> 63;
             i += 64;
         }
-        *line_from = from;
-        self.line_len = carried;
+        *line_from = lines.from;
+        self.line_len = lines.carried;
         self.flags.bare_cr |= lone_cr != 0;
         self.flags.bare_lf |= lone_lf != 0;
         self.flags.long_line |= long;
-        self.state = if line_start != 0 {
+        self.state = if dot_stop || line_start != 0 {
             State::LineStart
         } else {
             State::InLine
         };
         Skipped {
             next: i,
-            cr_pending: prev_cr != 0,
-            dot_at_line_start,
+            cr_pending: !dot_stop && prev_cr != 0,
         }
     }
 
@@ -373,9 +430,89 @@ struct Skipped {
     next: usize,
     /// The octet before `next` is a CR not yet paired or flagged.
     cr_pending: bool,
-    /// Stopped at a block with a dot at a line start (the terminator or a
-    /// stuffed dot), which the byte path must handle.
-    dot_at_line_start: bool,
+}
+
+/// Where [`clean_run`] stopped.
+struct CleanRun {
+    /// The first block that is not clean, or where too few octets are left.
+    next: usize,
+    /// The start of the last block with a LF, if the run saw one.
+    last_lf_block: Option<usize>,
+}
+
+/// Runs over clean blocks from `i` (whose seam with the octet before it
+/// the caller has checked) and stops at the first block that is not
+/// clean, where fewer than 65 octets are left, or where a line might be
+/// longer than `max`. `line_start` is where the current line started,
+/// counting octets from earlier calls (so it may wrap below zero).
+///
+/// Why it is separate: this is the loop nearly every octet of a message
+/// goes through. It keeps no line positions, only the start of the last
+/// block with a LF, which bounds every line that ends after it; a line
+/// that might be over the limit by that bound is left to the exact masks.
+#[inline(always)]
+fn clean_run(
+    buf: &[u8],
+    mut i: usize,
+    line_start: usize,
+    max: usize,
+    clean: &impl Fn(&[u8; 65]) -> Option<u64>,
+) -> CleanRun {
+    let mut bound = line_start;
+    let mut saw_lf = false;
+    while let Some(window) = buf.get(i..i + 65) {
+        let Some(lf) = clean(window.try_into().expect("65 octets")) else {
+            break;
+        };
+        let has_lf = lf != 0;
+        if has_lf && (i + 64).wrapping_sub(bound) > max {
+            break;
+        }
+        bound = if has_lf { i } else { bound };
+        saw_lf |= has_lf;
+        i += 64;
+    }
+    CleanRun {
+        next: i,
+        last_lf_block: saw_lf.then_some(bound),
+    }
+}
+
+/// Line-length bookkeeping for the block loop.
+struct Lines {
+    /// Octets of the current line before `from` (from earlier calls).
+    carried: usize,
+    /// Where the current line started in this call.
+    from: usize,
+    max: usize,
+}
+
+impl Lines {
+    /// Ends a line just before `base + k` for each bit `k` of `ends`, and
+    /// says whether any of them was longer than the limit. Lines that
+    /// start and end inside one block are under 64 octets, so only the
+    /// first is checked unless the limit is that short (tests).
+    #[inline(always)]
+    fn end_at(&mut self, base: usize, ends: u64) -> bool {
+        if ends == 0 {
+            return false;
+        }
+        let first = base + ends.trailing_zeros() as usize;
+        let mut long = self.carried + (first - self.from) > self.max;
+        if self.max < 64 {
+            let mut prev = first;
+            let mut rest = ends & (ends - 1);
+            while rest != 0 {
+                let e = base + rest.trailing_zeros() as usize;
+                long |= e - prev > self.max;
+                prev = e;
+                rest &= rest - 1;
+            }
+        }
+        self.from = base + 63 - ends.leading_zeros() as usize;
+        self.carried = 0;
+        long
+    }
 }
 
 /// The in-place output half of the scanner: body bytes between `seg` and
