@@ -7,7 +7,7 @@
 //! same freshly written buffers; the median of the per-round ratios is the
 //! figure to quote.
 //!
-//!     cargo bench --bench scan_pairs [-- ROUNDS]
+//!     cargo bench --bench scan_pairs [-- ROUNDS [CORPUS]]
 
 use sluice::scan::DataScanner;
 use std::hint::black_box;
@@ -22,15 +22,19 @@ mod corpora;
 const SLICE_OCTETS: usize = 256 << 10;
 
 fn main() {
-    let rounds: usize = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let rounds: usize = args
+        .first()
         .map(|a| a.parse().expect("ROUNDS must be a number"))
         .unwrap_or(201);
+    let only = args.get(1).map_or("", String::as_str);
     println!("{rounds} rounds; medians");
     println!("| corpus | sluice | memmem floor | sluice / floor (median of rounds) |");
     println!("|---|---:|---:|---:|");
-    for (name, input) in corpora::corpora() {
+    for (name, input) in corpora::corpora().into_iter().filter(|(n, _)| n.contains(only)) {
         let copies = (SLICE_OCTETS / input.len()).max(1);
         let mut bufs = vec![input.clone(); copies];
         let body_len = DataScanner::new(1000).scan(&mut input.clone(), 0, 0).out;

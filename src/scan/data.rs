@@ -205,7 +205,7 @@ impl DataScanner {
                 self.state = State::InLine;
             }
             if i + 64 <= end {
-                let skipped = self.skip_blocks(w.buf, i, end, &mut line_from);
+                let skipped = self.skip_blocks(&mut w, i, end, &mut line_from);
                 i = skipped.next;
                 if skipped.cr_pending {
                     // The octet before `i` is a CR whose successor decides.
@@ -254,15 +254,15 @@ impl DataScanner {
     /// Called in state `InLine` (the octet before `i` is never an
     /// unresolved CR then); leaves the state for the octet at `next`.
     #[inline]
-    fn skip_blocks(&mut self, buf: &[u8], i: usize, end: usize, line_from: &mut usize) -> Skipped {
+    fn skip_blocks(&mut self, w: &mut Writer, i: usize, end: usize, line_from: &mut usize) -> Skipped {
         match self.simd {
             // SAFETY: `Simd::detect` found AVX-512BW on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { self.skip_blocks_avx512(buf, i, end, line_from) },
+            Simd::Avx512 => unsafe { self.skip_blocks_avx512(w, i, end, line_from) },
             // SAFETY: `Simd::detect` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { self.skip_blocks_avx2(buf, i, end, line_from) },
-            Simd::Baseline => self.skip_blocks_with(buf, i, end, line_from, masks, clean),
+            Simd::Avx2 => unsafe { self.skip_blocks_avx2(w, i, end, line_from) },
+            Simd::Baseline => self.skip_blocks_with(w, i, end, line_from, masks, clean),
         }
     }
 
@@ -270,13 +270,13 @@ impl DataScanner {
     #[target_feature(enable = "avx512bw")]
     fn skip_blocks_avx512(
         &mut self,
-        buf: &[u8],
+        w: &mut Writer,
         i: usize,
         end: usize,
         line_from: &mut usize,
     ) -> Skipped {
         self.skip_blocks_with(
-            buf,
+            w,
             i,
             end,
             line_from,
@@ -290,13 +290,13 @@ impl DataScanner {
     #[target_feature(enable = "avx2")]
     fn skip_blocks_avx2(
         &mut self,
-        buf: &[u8],
+        w: &mut Writer,
         i: usize,
         end: usize,
         line_from: &mut usize,
     ) -> Skipped {
         self.skip_blocks_with(
-            buf,
+            w,
             i,
             end,
             line_from,
@@ -314,7 +314,7 @@ impl DataScanner {
     #[inline(always)]
     fn skip_blocks_with(
         &mut self,
-        buf: &[u8],
+        w: &mut Writer,
         mut i: usize,
         end: usize,
         line_from: &mut usize,
@@ -329,38 +329,45 @@ impl DataScanner {
             from: *line_from,
             max: self.max_line,
         };
-        // Slicing to `end` lets the compiler drop the per-block bounds check.
-        let buf = &buf[..end];
         let mut dot_stop = false;
-        while i + 64 <= buf.len() {
+        while i + 64 <= end {
             // The clean run needs the octet at `i` to fit with the one
             // before it; after the run, the masks take the block it
             // stopped at.
+            let first = w.buf[i];
             let seam_clean =
-                (prev_cr != 0) == (buf[i] == b'\n') && !(line_start != 0 && buf[i] == b'.');
+                (prev_cr != 0) == (first == b'\n') && !(line_start != 0 && first == b'.');
             if seam_clean {
                 let run = clean_run(
-                    buf,
+                    w,
                     i,
+                    end,
                     lines.from.wrapping_sub(lines.carried),
                     lines.max,
-                    &clean,
+                    (&clean, &masks),
                 );
                 if run.next > i {
                     i = run.next;
-                    if let Some(block) = run.last_lf_block {
-                        let lf = masks(buf[block..block + 64].try_into().expect("64 octets")).lf;
-                        lines.from = block + 64 - lf.leading_zeros() as usize;
-                        lines.carried = 0;
+                    match run.line {
+                        RunLine::Unchanged => {}
+                        RunLine::InBlock(start) => {
+                            let block = w.buf[start..start + 64].try_into().expect("64 octets");
+                            lines.from = start + 64 - masks(block).lf.leading_zeros() as usize;
+                            lines.carried = 0;
+                        }
+                        RunLine::At(from) => {
+                            lines.from = from;
+                            lines.carried = 0;
+                        }
                     }
-                    prev_cr = u64::from(buf[i - 1] == b'\r');
-                    line_start = u64::from(buf[i - 1] == b'\n');
-                    if i + 64 > buf.len() {
+                    prev_cr = u64::from(w.buf[i - 1] == b'\r');
+                    line_start = u64::from(w.buf[i - 1] == b'\n');
+                    if i + 64 > end {
                         break;
                     }
                 }
             }
-            let block: &[u8; 64] = buf[i..i + 64].try_into().expect("64 octets");
+            let block: &[u8; 64] = w.buf[i..i + 64].try_into().expect("64 octets");
             let m = masks(block);
             let cr_before = (m.cr << 1) | prev_cr;
             let crlf = m.lf & cr_before;
@@ -434,10 +441,21 @@ struct Skipped {
 
 /// Where [`clean_run`] stopped.
 struct CleanRun {
-    /// The first block that is not clean, or where too few octets are left.
+    /// The first octet not settled: the start of a block that is not
+    /// clean, or where too few octets are left.
     next: usize,
-    /// The start of the last block with a LF, if the run saw one.
-    last_lf_block: Option<usize>,
+    /// What the run learned about where the current line starts.
+    line: RunLine,
+}
+
+/// Where the current line starts after a clean run.
+enum RunLine {
+    /// The run ended no line.
+    Unchanged,
+    /// After the last LF of the block that starts here.
+    InBlock(usize),
+    /// Here, after a stuffed dot the run dropped.
+    At(usize),
 }
 
 /// Runs over clean blocks from `i` (whose seam with the octet before it
@@ -446,36 +464,82 @@ struct CleanRun {
 /// longer than `max`. `line_start` is where the current line started,
 /// counting octets from earlier calls (so it may wrap below zero).
 ///
+/// A block that is not clean only because a line in it starts with a
+/// stuffed dot does not stop the run: the dot is dropped here, the way
+/// the byte path would, and the run goes on after it. Dot-stuffed text
+/// has one every few lines, and leaving the run for each cost more than
+/// the scan itself.
+///
 /// Why it is separate: this is the loop nearly every octet of a message
-/// goes through. It keeps no line positions, only the start of the last
-/// block with a LF, which bounds every line that ends after it; a line
-/// that might be over the limit by that bound is left to the exact masks.
+/// goes through. It keeps no line positions, only a bound below the start
+/// of the current line (the start of the last block with a LF, or the
+/// octet after the last dropped dot), which bounds every line that ends
+/// after it; a line that might be over the limit by that bound is left to
+/// the exact masks.
 #[inline(always)]
 fn clean_run(
-    buf: &[u8],
+    w: &mut Writer,
     mut i: usize,
+    end: usize,
     line_start: usize,
     max: usize,
-    clean: &impl Fn(&[u8; 65]) -> Option<u64>,
+    (clean, masks): (&impl Fn(&[u8; 65]) -> Option<u64>, &impl Fn(&[u8; 64]) -> Masks),
 ) -> CleanRun {
     let mut bound = line_start;
-    let mut saw_lf = false;
-    while let Some(window) = buf.get(i..i + 65) {
-        let Some(lf) = clean(window.try_into().expect("65 octets")) else {
-            break;
+    // Whether `bound` is the start of a block with a LF (else it is exact).
+    let mut bound_is_block = false;
+    let mut dropped_dot = false;
+    while i + 65 <= end {
+        let window: &[u8; 65] = w.buf[i..i + 65].try_into().expect("65 octets");
+        let Some(lf) = clean(window) else {
+            let Some(dot) = stuffed_dot(window, masks) else {
+                break;
+            };
+            let d = i + dot;
+            // What follows the dot: CRLF makes it the terminator, a lone LF
+            // a bare one; the byte path and the masks deal with those.
+            let follows = w.buf.get(d + 1..d + 3);
+            if follows.is_none_or(|f| f[0] == b'\n' || f == b"\r\n") || d.wrapping_sub(bound) > max {
+                break;
+            }
+            w.flush(d);
+            w.seg = d + 1;
+            i = d + 1;
+            bound = i;
+            bound_is_block = false;
+            dropped_dot = true;
+            continue;
         };
         let has_lf = lf != 0;
         if has_lf && (i + 64).wrapping_sub(bound) > max {
             break;
         }
         bound = if has_lf { i } else { bound };
-        saw_lf |= has_lf;
+        bound_is_block |= has_lf;
         i += 64;
     }
-    CleanRun {
-        next: i,
-        last_lf_block: saw_lf.then_some(bound),
+    let line = if bound_is_block {
+        RunLine::InBlock(bound)
+    } else if dropped_dot {
+        RunLine::At(bound)
+    } else {
+        RunLine::Unchanged
+    };
+    CleanRun { next: i, line }
+}
+
+/// For a block that is not clean: if its only trouble is lines that start
+/// with a dot (every CR and LF pairs up), the offset in `window` of the
+/// first such dot (1..=64).
+#[inline(always)]
+fn stuffed_dot(window: &[u8; 65], masks: &impl Fn(&[u8; 64]) -> Masks) -> Option<usize> {
+    let m = masks(window[..64].try_into().expect("64 octets"));
+    let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
+    if m.cr ^ next(m.lf, b'\n') != 0 {
+        return None;
     }
+    let dots = m.lf & next(m.dot, b'.');
+    (dots != 0).then(|| dots.trailing_zeros() as usize + 1)
 }
 
 /// Line-length bookkeeping for the block loop.
