@@ -107,6 +107,15 @@ x86_masks!(
     __m256i, _mm256_loadu_si256, _mm256_set1_epi8, _mm256_cmpeq_epi8, _mm256_movemask_epi8
 );
 
+/// What a clean-block check says about one block (see [`clean`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Clean {
+    /// Zero exactly when the block is clean.
+    pub trouble: u64,
+    /// For a clean block: non-zero exactly when it holds a LF.
+    pub lf: u64,
+}
+
 /// One x86_64 clean-block check: `$lanes`-octet vectors of the window and
 /// of the window moved on by one octet, so that each octet is compared
 /// with its successor without any mask arithmetic.
@@ -122,7 +131,7 @@ macro_rules! x86_clean {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         #[inline]
-        pub unsafe fn $name(window: &[u8; 65]) -> Option<u64> {
+        pub unsafe fn $name(window: &[u8; 65]) -> Clean {
             use std::arch::x86_64::{$and, $cmpeq, $load, $movemask, $or, $set1, $setzero, $vec, $xor};
             let (cr_v, lf_v, dot_v) = ($set1(b'\r' as i8), $set1(b'\n' as i8), $set1(b'.' as i8));
             let mut events = $setzero();
@@ -141,7 +150,10 @@ macro_rules! x86_clean {
                 events = $or(events, $or(unpaired, dot_line));
                 lfs = $or(lfs, lf);
             }
-            ($movemask(events) == 0).then_some(u64::from($movemask(lfs) as $bits))
+            Clean {
+                trouble: u64::from($movemask(events) as $bits),
+                lf: u64::from($movemask(lfs) as $bits),
+            }
         }
     };
 }
@@ -180,7 +192,7 @@ pub unsafe fn masks_avx512(block: &[u8; 64]) -> Masks {
     }
 }
 
-/// [`clean`] with AVX-512BW; the summary it returns is the LF mask.
+/// [`clean`] with AVX-512BW.
 ///
 /// # Safety
 ///
@@ -188,7 +200,7 @@ pub unsafe fn masks_avx512(block: &[u8; 64]) -> Masks {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512bw")]
 #[inline]
-pub unsafe fn clean_avx512(window: &[u8; 65]) -> Option<u64> {
+pub unsafe fn clean_avx512(window: &[u8; 65]) -> Clean {
     use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
     // SAFETY: `window` is 65 octets; the loads cover 0..64 and 1..65.
     let (here, next) = unsafe {
@@ -200,18 +212,18 @@ pub unsafe fn clean_avx512(window: &[u8; 65]) -> Option<u64> {
     let bits = |v, byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
     let lf = bits(here, b'\n');
     let events = (bits(here, b'\r') ^ bits(next, b'\n')) | (lf & bits(next, b'.'));
-    (events == 0).then_some(lf)
+    Clean { trouble: events, lf }
 }
 
 /// Checks the block `window[..64]` for anything that needs a closer look,
 /// using `window[64]` as the successor of its last octet: a CR not
 /// followed by LF, a LF (at 1..=64) not preceded by CR, or a `.` (at
-/// 1..=64) right after a LF. For a clean block it returns a summary that
-/// is non-zero exactly when the block holds a LF (each of which ends a
-/// line, unless the one at 0 has no CR before it: the caller checks that).
+/// 1..=64) right after a LF. For a clean block it also says whether the
+/// block holds a LF (each of which ends a line, unless the one at 0 has
+/// no CR before it: the caller checks that).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub fn clean(window: &[u8; 65]) -> Option<u64> {
+pub fn clean(window: &[u8; 65]) -> Clean {
     // SAFETY: SSE2 is part of the x86_64 baseline, so it is always there.
     unsafe { clean_sse2(window) }
 }
@@ -219,11 +231,14 @@ pub fn clean(window: &[u8; 65]) -> Option<u64> {
 /// [`clean`] from the block's masks (portable fallback).
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub fn clean(window: &[u8; 65]) -> Option<u64> {
+pub fn clean(window: &[u8; 65]) -> Clean {
     let m = masks(window[..64].try_into().expect("64 octets"));
     let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
     let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
-    (events == 0).then_some(m.lf)
+    Clean {
+        trouble: events,
+        lf: m.lf,
+    }
 }
 
 /// Masks for the 64 octets of `block` (portable fallback).
@@ -264,11 +279,14 @@ mod tests {
     }
 
     /// The definition of a clean block, spelled out over its masks.
-    fn clean_by_masks(window: &[u8; 65]) -> Option<u64> {
+    fn clean_by_masks(window: &[u8; 65]) -> Clean {
         let m = masks(window[..64].try_into().unwrap());
         let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
         let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
-        (events == 0).then_some(m.lf)
+        Clean {
+            trouble: events,
+            lf: m.lf,
+        }
     }
 
     /// Windows of CRLF text and of text without line ends, with one or
@@ -298,7 +316,7 @@ mod tests {
     fn clean_matches_its_definition() {
         let mut seen = std::collections::HashMap::new();
         for w in windows() {
-            let has_lf = |summary: Option<u64>| summary.map(|lf| lf != 0);
+            let has_lf = |c: Clean| (c.trouble == 0).then_some(c.lf != 0);
             let want = has_lf(clean_by_masks(&w));
             assert_eq!(has_lf(clean(&w)), want, "{:?}", String::from_utf8_lossy(&w));
             #[cfg(target_arch = "x86_64")]
