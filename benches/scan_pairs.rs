@@ -34,7 +34,10 @@ fn main() {
     println!("{rounds} rounds; medians");
     println!("| corpus | sluice | memmem floor | sluice / floor (median of rounds) |");
     println!("|---|---:|---:|---:|");
-    for (name, input) in corpora::corpora().into_iter().filter(|(n, _)| n.contains(only)) {
+    for (name, input) in corpora::corpora()
+        .into_iter()
+        .filter(|(n, _)| n.contains(only))
+    {
         let copies = (SLICE_OCTETS / input.len()).max(1);
         let mut bufs = vec![input.clone(); copies];
         let body_len = DataScanner::new(1000).scan(&mut input.clone(), 0, 0).out;

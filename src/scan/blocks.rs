@@ -212,7 +212,10 @@ pub unsafe fn clean_avx512(window: &[u8; 65]) -> Clean {
     let bits = |v, byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
     let lf = bits(here, b'\n');
     let events = (bits(here, b'\r') ^ bits(next, b'\n')) | (lf & bits(next, b'.'));
-    Clean { trouble: events, lf }
+    Clean {
+        trouble: events,
+        lf,
+    }
 }
 
 /// Checks the block `window[..64]` for anything that needs a closer look,

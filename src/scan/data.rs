@@ -254,7 +254,13 @@ impl DataScanner {
     /// Called in state `InLine` (the octet before `i` is never an
     /// unresolved CR then); leaves the state for the octet at `next`.
     #[inline]
-    fn skip_blocks(&mut self, w: &mut Writer, i: usize, end: usize, line_from: &mut usize) -> Skipped {
+    fn skip_blocks(
+        &mut self,
+        w: &mut Writer,
+        i: usize,
+        end: usize,
+        line_from: &mut usize,
+    ) -> Skipped {
         match self.simd {
             // SAFETY: `Simd::detect` found AVX-512BW on this CPU.
             #[cfg(target_arch = "x86_64")]
@@ -350,11 +356,6 @@ impl DataScanner {
                     i = run.next;
                     match run.line {
                         RunLine::Unchanged => {}
-                        RunLine::InBlock(start) => {
-                            let block = w.buf[start..start + 64].try_into().expect("64 octets");
-                            lines.from = start + 64 - masks(block).lf.leading_zeros() as usize;
-                            lines.carried = 0;
-                        }
                         RunLine::At(from) => {
                             lines.from = from;
                             lines.carried = 0;
@@ -452,9 +453,7 @@ struct CleanRun {
 enum RunLine {
     /// The run ended no line.
     Unchanged,
-    /// After the last LF of the block that starts here.
-    InBlock(usize),
-    /// Here, after a stuffed dot the run dropped.
+    /// Here: after the last LF or the last dropped stuffed dot.
     At(usize),
 }
 
@@ -489,6 +488,10 @@ fn clean_run(
     // Whether `bound` is the start of a block with a LF (else it is exact).
     let mut bound_is_block = false;
     let mut dropped_dot = false;
+    // Settled octets move down by `gap` as they are read, so nothing may
+    // be pending from before.
+    w.flush(i);
+    let mut gap = w.seg - w.out;
     while i + 65 <= end {
         // Two blocks at a time while both are clean: one branch for both.
         if i + 129 <= end {
@@ -498,8 +501,18 @@ fn clean_run(
             );
             let has_lf = (a.lf | b.lf) != 0;
             if (a.trouble | b.trouble) == 0 && !(has_lf && (i + 128).wrapping_sub(bound) > max) {
-                bound = if b.lf != 0 { i + 64 } else if a.lf != 0 { i } else { bound };
+                bound = if b.lf != 0 {
+                    i + 64
+                } else if a.lf != 0 {
+                    i
+                } else {
+                    bound
+                };
                 bound_is_block |= has_lf;
+                if gap > 0 {
+                    move_block(w.buf, i, gap);
+                    move_block(w.buf, i + 64, gap);
+                }
                 i += 128;
                 continue;
             }
@@ -513,11 +526,14 @@ fn clean_run(
             // What follows the dot: CRLF makes it the terminator, a lone LF
             // a bare one; the byte path and the masks deal with those.
             let follows = w.buf.get(d + 1..d + 3);
-            if follows.is_none_or(|f| f[0] == b'\n' || f == b"\r\n") || d.wrapping_sub(bound) > max {
+            if follows.is_none_or(|f| f[0] == b'\n' || f == b"\r\n") || d.wrapping_sub(bound) > max
+            {
                 break;
             }
-            w.flush(d);
-            w.seg = d + 1;
+            if gap > 0 {
+                w.buf.copy_within(i..d, i - gap);
+            }
+            gap += 1;
             i = d + 1;
             bound = i;
             bound_is_block = false;
@@ -528,18 +544,36 @@ fn clean_run(
         if has_lf && (i + 64).wrapping_sub(bound) > max {
             break;
         }
+        if gap > 0 {
+            move_block(w.buf, i, gap);
+        }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;
         i += 64;
     }
+    w.seg = i;
+    w.out = i - gap;
     let line = if bound_is_block {
-        RunLine::InBlock(bound)
+        // The block now sits `gap` lower (the next one may have overwritten
+        // the end of the original).
+        let block = w.buf[bound - gap..bound - gap + 64]
+            .try_into()
+            .expect("64 octets");
+        RunLine::At(bound + 64 - masks(block).lf.leading_zeros() as usize)
     } else if dropped_dot {
         RunLine::At(bound)
     } else {
         RunLine::Unchanged
     };
     CleanRun { next: i, line }
+}
+
+/// Moves the 64 octets at `at` down by `gap`: settled body octets follow
+/// the output while they are still in cache (and, once inlined, in the
+/// register the check loaded them into).
+#[inline(always)]
+fn move_block(buf: &mut [u8], at: usize, gap: usize) {
+    buf.copy_within(at..at + 64, at - gap);
 }
 
 /// For a block that is not clean: if its only trouble is lines that start
