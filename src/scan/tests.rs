@@ -347,17 +347,19 @@ fn stuffed_line_at_the_limit_at_every_offset() {
 }
 
 /// A line exactly at a line limit and one octet over it, behind short
-/// lines that put it at every offset of a block. The block path keeps
-/// only a bound on where lines start while blocks are clean, so this is
-/// where an off-by-one in its hand-over to the exact masks would show.
+/// lines that put it at every offset of a block, with and without stuffed
+/// dots before (which make the block path move what it reads). The block
+/// path keeps only a bound on where lines start while blocks are clean,
+/// so this is where an off-by-one in its hand-over to the exact masks
+/// would show.
 #[test]
 fn lines_at_and_over_the_limit_at_every_offset() {
-    for limit in [70, 1000] {
+    for (limit, dots) in [(70, 0), (1000, 0), (70, 3), (1000, 3)] {
         for len in [limit, limit + 1] {
             let mut line = vec![b'y'; len - 2];
             line.extend_from_slice(b"\r\n");
             for pad in 0..130 {
-                let mut body = Vec::new();
+                let mut body = b"..dotted\r\n".repeat(dots);
                 for k in 0..pad {
                     body.push(b'a' + (k % 7) as u8);
                     if k % 11 == 10 {
