@@ -25,8 +25,6 @@
 //! here: only CRLF does, so `\n.\n` or `\r.\r` inside a body are just body.
 //! They are reported so the session can apply its policy.
 
-use memchr::memchr2;
-
 use super::blocks::{clean, masks, Clean, Masks, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::blocks::{clean_avx2, clean_avx512, masks_avx2, masks_avx512};
@@ -217,7 +215,8 @@ impl DataScanner {
                 }
                 continue;
             }
-            let Some(k) = memchr2(b'\r', b'\n', &w.buf[i..end]) else {
+            // Under 64 octets are left here: a plain loop beats a call.
+            let Some(k) = w.buf[i..end].iter().position(|&b| b == b'\r' || b == b'\n') else {
                 i = end;
                 break;
             };
