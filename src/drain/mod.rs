@@ -56,7 +56,7 @@ pub struct DrainArgs {
     pub object_bucket: String,
     /// Keep drained segments at least this long after their last write,
     /// like 24h (default: delete once drained).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, default_value = "0s")]
     pub retain: Duration,
     /// PubAcks outstanding per core.
     #[arg(long, default_value_t = 256)]
@@ -86,23 +86,6 @@ pub struct DrainStats {
     pub segments_deleted: Counter,
     /// The task is running.
     pub alive: AtomicBool,
-}
-
-/// Parses `10s`, `5m`, `24h`, `7d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..split]
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 24h or 7d"))?;
-    let unit = match &t[split..] {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n * unit))
 }
 
 /// Runs the drain until SIGTERM/SIGINT.
@@ -217,21 +200,5 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
     }
 }

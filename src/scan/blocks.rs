@@ -28,28 +28,38 @@ pub enum Simd {
 }
 
 impl Simd {
-    /// The widest level this CPU runs.
+    /// The widest level this CPU runs (a few cached feature-flag reads; a
+    /// scanner is made per connection).
     pub fn detect() -> Simd {
-        *Simd::available()
-            .last()
-            .expect("the baseline is always there")
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            if avx2 && std::arch::is_x86_feature_detected!("avx512bw") {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Baseline
     }
 
     /// Every level this CPU runs, narrowest first (tests run them all).
+    #[cfg(test)]
     pub fn available() -> Vec<Simd> {
-        let mut levels = vec![Simd::Baseline];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                levels.push(Simd::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                levels.push(Simd::Avx512);
-            }
-        }
-        levels
+        let all = [
+            Simd::Baseline,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512,
+        ];
+        let widest = Simd::detect();
+        let upto = all
+            .iter()
+            .position(|&s| s == widest)
+            .expect("detected level is listed");
+        all[..=upto].to_vec()
     }
 }
 
@@ -240,11 +250,32 @@ pub fn clean(window: &[u8; 65]) -> Clean {
 #[inline(always)]
 pub fn clean(window: &[u8; 65]) -> Clean {
     let m = masks(window[..64].try_into().expect("64 octets"));
-    let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
-    let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
+    let t = troubles(window, m);
     Clean {
-        trouble: events,
+        trouble: t.unpaired | t.dot_lines,
         lf: m.lf,
+    }
+}
+
+/// What the clean check looks for, bit `k` for octet `k` of the block.
+#[derive(Debug, Clone, Copy)]
+pub struct Troubles {
+    /// A CR at `k` without a LF at `k + 1`, or a LF at `k + 1` without a
+    /// CR at `k`.
+    pub unpaired: u64,
+    /// A LF at `k` and a `.` at `k + 1`: a line that starts with a dot.
+    pub dot_lines: u64,
+}
+
+/// [`clean`] spelled out over the masks `m` of `window[..64]`, with
+/// `window[64]` as the successor of the block's last octet: the exact
+/// positions the vector checks only say yes or no about.
+#[inline(always)]
+pub fn troubles(window: &[u8; 65], m: Masks) -> Troubles {
+    let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
+    Troubles {
+        unpaired: m.cr ^ next(m.lf, b'\n'),
+        dot_lines: m.lf & next(m.dot, b'.'),
     }
 }
 
@@ -288,10 +319,9 @@ mod tests {
     /// The definition of a clean block, spelled out over its masks.
     fn clean_by_masks(window: &[u8; 65]) -> Clean {
         let m = masks(window[..64].try_into().unwrap());
-        let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
-        let events = (m.cr ^ next(m.lf, b'\n')) | (m.lf & next(m.dot, b'.'));
+        let t = troubles(window, m);
         Clean {
-            trouble: events,
+            trouble: t.unpaired | t.dot_lines,
             lf: m.lf,
         }
     }

@@ -37,7 +37,7 @@
 //! here: only CRLF does, so `\n.\n` or `\r.\r` inside a body are just body.
 //! They are reported so the session can apply its policy.
 
-use super::blocks::{clean, masks, Clean, Masks, Simd};
+use super::blocks::{clean, masks, troubles, Clean, Masks, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::blocks::{clean_avx2, clean_avx512, masks_avx2, masks_avx512};
 
@@ -583,13 +583,8 @@ fn move_block(buf: &mut [u8], at: usize, gap: usize) {
 /// first such dot (1..=64).
 #[inline(always)]
 fn stuffed_dot(window: &[u8; 65], masks: &impl Fn(&[u8; 64]) -> Masks) -> Option<usize> {
-    let m = masks(window[..64].try_into().expect("64 octets"));
-    let next = |mask: u64, byte: u8| (mask >> 1) | (u64::from(window[64] == byte) << 63);
-    if m.cr ^ next(m.lf, b'\n') != 0 {
-        return None;
-    }
-    let dots = m.lf & next(m.dot, b'.');
-    (dots != 0).then(|| dots.trailing_zeros() as usize + 1)
+    let t = troubles(window, masks(window[..64].try_into().expect("64 octets")));
+    (t.unpaired == 0 && t.dot_lines != 0).then(|| t.dot_lines.trailing_zeros() as usize + 1)
 }
 
 /// Line-length bookkeeping for the block loop.

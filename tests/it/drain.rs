@@ -147,10 +147,9 @@ fn every_message_exactly_once_through_a_dead_node_and_a_killed_drain() {
 
 #[test]
 fn a_full_spool_answers_452_until_the_drain_catches_up_and_big_mail_goes_to_the_object_store() {
-    let Some(bin) = peer_program("nats-server") else {
+    let Some(cluster) = Cluster::single() else {
         return;
     };
-    let cluster = Cluster::start(&bin, 1);
     let urls = cluster.urls();
     let server = Server::start(&["--spool-max-bytes", "200K", "--segment-size", "64K"]);
     let body = format!("Subject: filler\r\n\r\n{}", text(16 << 10));
@@ -281,10 +280,9 @@ fn worker_example() -> std::path::PathBuf {
 
 #[test]
 fn a_stream_that_keeps_mail_in_memory_is_refused() {
-    let Some(bin) = peer_program("nats-server") else {
+    let Some(cluster) = Cluster::single() else {
         return;
     };
-    let cluster = Cluster::start(&bin, 1);
     let urls = cluster.urls();
     create_memory_stream(&urls, "MAIL", "mail.ingest");
     let server = Server::start(&[]);
@@ -307,10 +305,9 @@ fn a_stream_that_keeps_mail_in_memory_is_refused() {
 
 #[test]
 fn retain_keeps_drained_segments_until_they_are_old_enough() {
-    let Some(bin) = peer_program("nats-server") else {
+    let Some(cluster) = Cluster::single() else {
         return;
     };
-    let cluster = Cluster::start(&bin, 1);
     let urls = cluster.urls();
     let server = Server::start(&["--segment-size", "64K"]);
     let body = format!("Subject: r\r\n\r\n{}", text(20 << 10));
@@ -338,10 +335,9 @@ fn retain_keeps_drained_segments_until_they_are_old_enough() {
 
 #[test]
 fn sigterm_while_nats_is_down_saves_the_cursor_and_exits_cleanly() {
-    let Some(bin) = peer_program("nats-server") else {
+    let Some(mut cluster) = Cluster::single() else {
         return;
     };
-    let mut cluster = Cluster::start(&bin, 1);
     let urls = cluster.urls();
     let server = Server::start(&[]);
     let send = |n: usize| {

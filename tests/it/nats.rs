@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, wait_listening};
+use crate::support::{free_port, peer_program, wait_listening};
 
 /// Nodes of a cluster; killed on drop.
 pub struct Cluster {
@@ -16,6 +16,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// One JetStream node, or `None` (the test skips) where `nats-server`
+    /// is not installed and `SLUICE_REQUIRE_PEERS` is unset.
+    pub fn single() -> Option<Cluster> {
+        Some(Cluster::start(&peer_program("nats-server")?, 1))
+    }
+
     /// `n` JetStream nodes (a cluster when n > 1).
     pub fn start(bin: &Path, n: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
