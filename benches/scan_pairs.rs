@@ -36,6 +36,7 @@ fn main() {
     println!("|---|---:|---:|---:|");
     for (name, input) in corpora::corpora()
         .into_iter()
+        .chain(corpora::sizes())
         .filter(|(n, _)| n.contains(only))
     {
         let copies = (SLICE_OCTETS / input.len()).max(1);

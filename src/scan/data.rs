@@ -54,19 +54,43 @@ macro_rules! skip_blocks_compiled_for {
             end: usize,
             line_from: &mut usize,
         ) -> Skipped {
+            /// The clean run on its own, so that the registers of its
+            /// loop are not shared with the rest of the block path.
+            #[target_feature(enable = $feature)]
+            #[inline(never)]
+            fn run(
+                w: &mut Writer,
+                i: usize,
+                end: usize,
+                line_start: usize,
+                max: usize,
+            ) -> CleanRun {
+                // SAFETY (both): compiled only for CPUs with the feature.
+                clean_run(
+                    w,
+                    i,
+                    end,
+                    line_start,
+                    max,
+                    (&|w| unsafe { $clean(w) }, &|b| unsafe { $masks(b) }),
+                )
+            }
             self.skip_blocks_with(
                 w,
                 i,
                 end,
                 line_from,
-                // SAFETY (both): `skip_blocks` calls this only where
+                // SAFETY: `skip_blocks` calls this only where
                 // `Simd::detect` found the feature.
                 |b| unsafe { $masks(b) },
-                |w| unsafe { $clean(w) },
+                |w, i, end, line_start, max| run(w, i, end, line_start, max),
             )
         }
     };
 }
+
+/// Fewer octets than this at the end are left to the byte path.
+const SHORT_TAIL: usize = 16;
 
 /// Where the scanner stands in the line structure between two calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,9 +233,9 @@ impl DataScanner {
             }
         }
 
-        // The main loop: settle whole 64-octet blocks with bit masks, stop
-        // at each line-start dot to drop it, and jump between CR and LF
-        // with memchr2 over the last few octets.
+        // The main loop: settle the input in 64-octet blocks (and the last
+        // part-block) with vector checks, stop at each line-start dot the
+        // block path leaves alone, and walk the last few octets by hand.
         loop {
             if self.state == State::LineStart {
                 if i == end {
@@ -241,55 +265,56 @@ impl DataScanner {
                 }
                 self.state = State::InLine;
             }
-            if i + 64 <= end {
-                let skipped = self.skip_blocks(&mut w, i, end, &mut line_from);
-                i = skipped.next;
-                if skipped.cr_pending {
-                    // The octet before `i` is a CR whose successor decides.
-                    if i == end {
-                        self.state = State::AfterCr;
-                        break;
-                    }
-                    self.after_cr(w.buf[i], &mut i, &mut line_from);
+            if end - i < SHORT_TAIL {
+                // A few octets are left: a plain loop beats a call.
+                let Some(k) = w.buf[i..end].iter().position(|&b| b == b'\r' || b == b'\n') else {
+                    i = end;
+                    break;
+                };
+                let p = i + k;
+                if w.buf[p] == b'\n' {
+                    self.flags.bare_lf = true;
+                    i = p + 1;
+                    continue;
+                }
+                // A CR: see what follows.
+                if p + 1 == end {
+                    i = end;
+                    self.state = State::AfterCr;
+                    break;
+                }
+                if w.buf[p + 1] == b'\n' {
+                    i = p + 2;
+                    self.end_line(i - line_from);
+                    line_from = i;
+                    self.state = State::LineStart;
+                } else {
+                    self.flags.bare_cr = true;
+                    i = p + 1;
                 }
                 continue;
             }
-            // Under 64 octets are left here: a plain loop beats a call.
-            let Some(k) = w.buf[i..end].iter().position(|&b| b == b'\r' || b == b'\n') else {
-                i = end;
-                break;
-            };
-            let p = i + k;
-            if w.buf[p] == b'\n' {
-                self.flags.bare_lf = true;
-                i = p + 1;
-                continue;
-            }
-            // A CR: see what follows.
-            if p + 1 == end {
-                i = end;
-                self.state = State::AfterCr;
-                break;
-            }
-            if w.buf[p + 1] == b'\n' {
-                i = p + 2;
-                self.end_line(i - line_from);
-                line_from = i;
-                self.state = State::LineStart;
-            } else {
-                self.flags.bare_cr = true;
-                i = p + 1;
+            let skipped = self.skip_blocks(&mut w, i, end, &mut line_from);
+            i = skipped.next;
+            if skipped.cr_pending {
+                // The octet before `i` is a CR whose successor decides.
+                if i == end {
+                    self.state = State::AfterCr;
+                    break;
+                }
+                self.after_cr(w.buf[i], &mut i, &mut line_from);
             }
         }
         self.line_len += i - line_from;
         w.finish_at(i, false)
     }
 
-    /// Settles whole 64-octet blocks from `i`: flags, line lengths, the
-    /// line structure, and the stuffed dots the clean run drops itself.
-    /// Stops at a line-start dot the run leaves alone (the terminator, or
-    /// one next to a bare CR or LF, for the byte path to handle), or
-    /// before the last partial block. Called in state `InLine` (the octet
+    /// Settles the input from `i` in 64-octet blocks, then the last part
+    /// of a block if it is at least `SHORT_TAIL` octets: flags, line
+    /// lengths, the line structure, and the stuffed dots the clean run
+    /// drops itself. Stops at a line-start dot the run leaves alone (the
+    /// terminator, or one next to a bare CR or LF, for the byte path to
+    /// handle), or before a shorter tail. Called in state `InLine` (the octet
     /// before `i` is never an unresolved CR then); leaves the state for
     /// the octet at `next`.
     #[inline]
@@ -307,7 +332,11 @@ impl DataScanner {
             // SAFETY: `Simd::detect` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { self.skip_blocks_avx2(w, i, end, line_from) },
-            Simd::Baseline => self.skip_blocks_with(w, i, end, line_from, masks, clean),
+            Simd::Baseline => {
+                self.skip_blocks_with(w, i, end, line_from, masks, |w, i, end, line_start, max| {
+                    clean_run(w, i, end, line_start, max, (&clean, &masks))
+                })
+            }
         }
     }
 
@@ -327,15 +356,19 @@ impl DataScanner {
         end: usize,
         line_from: &mut usize,
         masks: impl Fn(&[u8; 64]) -> Masks,
-        clean: impl Fn(&[u8; 65]) -> Clean,
+        run: impl Fn(&mut Writer, usize, usize, usize, usize) -> CleanRun,
     ) -> Skipped {
-        // The octet before `i`: a CR (not yet paired) or the LF of a CRLF.
-        let (mut prev_cr, mut line_start) = (0u64, u64::from(self.state == State::LineStart));
-        let (mut lone_cr, mut lone_lf, mut long) = (0u64, 0u64, false);
-        let mut lines = Lines {
-            carried: self.line_len,
-            from: *line_from,
-            max: self.max_line,
+        let mut exact = Exact {
+            prev_cr: 0,
+            line_start: u64::from(self.state == State::LineStart),
+            lone_cr: 0,
+            lone_lf: 0,
+            long: false,
+            lines: Lines {
+                carried: self.line_len,
+                from: *line_from,
+                max: self.max_line,
+            },
         };
         let mut dot_stop = false;
         while i + 64 <= end {
@@ -343,17 +376,11 @@ impl DataScanner {
             // before it; after the run, the masks take the block it
             // stopped at.
             let first = w.buf[i];
-            let seam_clean =
-                (prev_cr != 0) == (first == b'\n') && !(line_start != 0 && first == b'.');
+            let seam_clean = (exact.prev_cr != 0) == (first == b'\n')
+                && !(exact.line_start != 0 && first == b'.');
             if seam_clean {
-                let run = clean_run(
-                    w,
-                    i,
-                    end,
-                    lines.from.wrapping_sub(lines.carried),
-                    lines.max,
-                    (&clean, &masks),
-                );
+                let lines = &mut exact.lines;
+                let run = run(w, i, end, lines.from.wrapping_sub(lines.carried), lines.max);
                 if run.next > i {
                     i = run.next;
                     match run.line {
@@ -363,49 +390,44 @@ impl DataScanner {
                             lines.carried = 0;
                         }
                     }
-                    prev_cr = u64::from(w.buf[i - 1] == b'\r');
-                    line_start = u64::from(w.buf[i - 1] == b'\n');
+                    exact.prev_cr = u64::from(w.buf[i - 1] == b'\r');
+                    exact.line_start = u64::from(w.buf[i - 1] == b'\n');
                     if i + 64 > end {
                         break;
                     }
                 }
             }
             let block: &[u8; 64] = w.buf[i..i + 64].try_into().expect("64 octets");
-            let m = masks(block);
-            let cr_before = (m.cr << 1) | prev_cr;
-            let crlf = m.lf & cr_before;
-            let dots = m.dot & ((crlf << 1) | line_start);
-            // Only the octets before the first line-start dot are settled.
-            let settle = if dots == 0 {
-                u64::MAX
-            } else {
-                (1u64 << dots.trailing_zeros()) - 1
-            };
-            lone_cr |= ((m.cr & !(m.lf >> 1) & (u64::MAX >> 1)) | (prev_cr & !m.lf & 1)) & settle;
-            lone_lf |= m.lf & !cr_before & settle;
-            long |= lines.end_at(i + 1, crlf & settle);
-            if dots != 0 {
-                i += dots.trailing_zeros() as usize;
+            if let Some(dot) = exact.settle(masks(block), i, 64) {
+                i += dot;
                 dot_stop = true;
                 break;
             }
-            prev_cr = m.cr >> 63;
-            line_start = crlf >> 63;
             i += 64;
         }
-        *line_from = lines.from;
-        self.line_len = lines.carried;
-        self.flags.bare_cr |= lone_cr != 0;
-        self.flags.bare_lf |= lone_lf != 0;
-        self.flags.long_line |= long;
-        self.state = if dot_stop || line_start != 0 {
+        // The last octets, fewer than a block, through the same masks.
+        if !dot_stop && end - i >= SHORT_TAIL {
+            match exact.settle(tail_masks(w.buf, i, end, &masks), i, end - i) {
+                Some(dot) => {
+                    i += dot;
+                    dot_stop = true;
+                }
+                None => i = end,
+            }
+        }
+        *line_from = exact.lines.from;
+        self.line_len = exact.lines.carried;
+        self.flags.bare_cr |= exact.lone_cr != 0;
+        self.flags.bare_lf |= exact.lone_lf != 0;
+        self.flags.long_line |= exact.long;
+        self.state = if dot_stop || exact.line_start != 0 {
             State::LineStart
         } else {
             State::InLine
         };
         Skipped {
             next: i,
-            cr_pending: !dot_stop && prev_cr != 0,
+            cr_pending: !dot_stop && exact.prev_cr != 0,
         }
     }
 
@@ -494,15 +516,21 @@ fn clean_run(
     // be pending from before.
     w.flush(i);
     let mut gap = w.seg - w.out;
+    let buf = &mut *w.buf;
+    // Never past the buffer, which lets the compiler drop bounds checks.
+    let end = end.min(buf.len());
     while i + 65 <= end {
         // Two blocks at a time while both are clean: one branch for both.
-        if i + 129 <= end {
-            let (a, b) = (
-                clean(w.buf[i..i + 65].try_into().expect("65 octets")),
-                clean(w.buf[i + 64..i + 129].try_into().expect("65 octets")),
-            );
-            let has_lf = (a.lf | b.lf) != 0;
-            if (a.trouble | b.trouble) == 0 && !(has_lf && (i + 128).wrapping_sub(bound) > max) {
+        if end - i >= 129 {
+            let last = end - 129;
+            while i <= last {
+                // SAFETY: `i <= last`, and `last + 129 = end <= buf.len()`,
+                // so both windows lie inside `buf`.
+                let (a, b) = unsafe { (clean(window_at(buf, i)), clean(window_at(buf, i + 64))) };
+                let has_lf = (a.lf | b.lf) != 0;
+                if (a.trouble | b.trouble) != 0 || (has_lf && (i + 128).wrapping_sub(bound) > max) {
+                    break;
+                }
                 bound = if b.lf != 0 {
                     i + 64
                 } else if a.lf != 0 {
@@ -512,14 +540,16 @@ fn clean_run(
                 };
                 bound_is_block |= has_lf;
                 if gap > 0 {
-                    move_block(w.buf, i, gap);
-                    move_block(w.buf, i + 64, gap);
+                    move_block(buf, i, gap);
+                    move_block(buf, i + 64, gap);
                 }
                 i += 128;
-                continue;
+            }
+            if i + 65 > end {
+                break;
             }
         }
-        let window: &[u8; 65] = w.buf[i..i + 65].try_into().expect("65 octets");
+        let window: &[u8; 65] = buf[i..][..65].try_into().expect("65 octets");
         let Clean { trouble: 0, lf } = clean(window) else {
             let Some(dot) = stuffed_dot(window, masks) else {
                 break;
@@ -527,13 +557,13 @@ fn clean_run(
             let d = i + dot;
             // What follows the dot: CRLF makes it the terminator, a lone LF
             // a bare one; the byte path and the masks deal with those.
-            let follows = w.buf.get(d + 1..d + 3);
+            let follows = buf[..end].get(d + 1..d + 3);
             if follows.is_none_or(|f| f[0] == b'\n' || f == b"\r\n") || d.wrapping_sub(bound) > max
             {
                 break;
             }
             if gap > 0 {
-                w.buf.copy_within(i..d, i - gap);
+                buf.copy_within(i..d, i - gap);
             }
             gap += 1;
             i = d + 1;
@@ -547,7 +577,7 @@ fn clean_run(
             break;
         }
         if gap > 0 {
-            move_block(w.buf, i, gap);
+            move_block(buf, i, gap);
         }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;
@@ -570,6 +600,20 @@ fn clean_run(
     CleanRun { next: i, line }
 }
 
+/// The 65 octets of `buf` from `at`, without a bounds check: the pair loop
+/// of [`clean_run`] knows its bounds once per run, and the checks per block
+/// cost it a tenth of its speed.
+///
+/// # Safety
+///
+/// `at + 65 <= buf.len()`.
+#[inline(always)]
+unsafe fn window_at(buf: &[u8], at: usize) -> &[u8; 65] {
+    debug_assert!(at + 65 <= buf.len());
+    // SAFETY: the caller keeps the 65 octets inside `buf`.
+    unsafe { &*buf.as_ptr().add(at).cast::<[u8; 65]>() }
+}
+
 /// Moves the 64 octets at `at` down by `gap`: settled body octets follow
 /// the output while they are still in cache (and, once inlined, in the
 /// register the check loaded them into).
@@ -585,6 +629,70 @@ fn move_block(buf: &mut [u8], at: usize, gap: usize) {
 fn stuffed_dot(window: &[u8; 65], masks: &impl Fn(&[u8; 64]) -> Masks) -> Option<usize> {
     let t = troubles(window, masks(window[..64].try_into().expect("64 octets")));
     (t.unpaired == 0 && t.dot_lines != 0).then(|| t.dot_lines.trailing_zeros() as usize + 1)
+}
+
+/// The exact path's account of the blocks it has settled, carried from
+/// one block to the next.
+struct Exact {
+    /// 1 when the octet before the next block is a CR not yet paired.
+    prev_cr: u64,
+    /// 1 when the next block starts a line.
+    line_start: u64,
+    lone_cr: u64,
+    lone_lf: u64,
+    long: bool,
+    lines: Lines,
+}
+
+impl Exact {
+    /// Settles the `n` octets (1..=64) at `at`, whose masks are `m` (with
+    /// no bits at `n` or above), up to the first line-start dot, and
+    /// returns that dot's offset if there is one.
+    #[inline(always)]
+    fn settle(&mut self, m: Masks, at: usize, n: usize) -> Option<usize> {
+        let valid = u64::MAX >> (64 - n);
+        let cr_before = (m.cr << 1) | self.prev_cr;
+        let crlf = m.lf & cr_before;
+        let dots = m.dot & ((crlf << 1) | self.line_start);
+        // Only the octets before the first line-start dot are settled.
+        let settled = if dots == 0 {
+            valid
+        } else {
+            (1u64 << dots.trailing_zeros()) - 1
+        };
+        self.lone_cr |=
+            ((m.cr & !(m.lf >> 1) & (valid >> 1)) | (self.prev_cr & !m.lf & 1)) & settled;
+        self.lone_lf |= m.lf & !cr_before & settled;
+        self.long |= self.lines.end_at(at + 1, crlf & settled);
+        if dots != 0 {
+            return Some(dots.trailing_zeros() as usize);
+        }
+        self.prev_cr = (m.cr >> (n - 1)) & 1;
+        self.line_start = (crlf >> (n - 1)) & 1;
+        None
+    }
+}
+
+/// The masks of `buf[at..end]`, fewer than 64 octets, in the low bits:
+/// taken from the whole block that ends at `end` when the buffer has one
+/// (the octets before `at` are shifted out), else from a padded copy.
+#[inline(always)]
+fn tail_masks(buf: &[u8], at: usize, end: usize, masks: &impl Fn(&[u8; 64]) -> Masks) -> Masks {
+    let n = end - at;
+    debug_assert!(0 < n && n < 64);
+    if end >= 64 {
+        let m = masks(buf[end - 64..end].try_into().expect("64 octets"));
+        let shift = 64 - n;
+        Masks {
+            cr: m.cr >> shift,
+            lf: m.lf >> shift,
+            dot: m.dot >> shift,
+        }
+    } else {
+        let mut block = [0u8; 64];
+        block[..n].copy_from_slice(&buf[at..end]);
+        masks(&block)
+    }
 }
 
 /// Line-length bookkeeping for the block loop.
