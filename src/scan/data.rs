@@ -54,36 +54,15 @@ macro_rules! skip_blocks_compiled_for {
             end: usize,
             line_from: &mut usize,
         ) -> Skipped {
-            /// The clean run on its own, so that the registers of its
-            /// loop are not shared with the rest of the block path.
-            #[target_feature(enable = $feature)]
-            #[inline(never)]
-            fn run(
-                w: &mut Writer,
-                i: usize,
-                end: usize,
-                line_start: usize,
-                max: usize,
-            ) -> CleanRun {
-                // SAFETY (both): compiled only for CPUs with the feature.
-                clean_run(
-                    w,
-                    i,
-                    end,
-                    line_start,
-                    max,
-                    (&|w| unsafe { $clean(w) }, &|b| unsafe { $masks(b) }),
-                )
-            }
             self.skip_blocks_with(
                 w,
                 i,
                 end,
                 line_from,
-                // SAFETY: `skip_blocks` calls this only where
+                // SAFETY (both): `skip_blocks` calls this only where
                 // `Simd::detect` found the feature.
                 |b| unsafe { $masks(b) },
-                |w, i, end, line_start, max| run(w, i, end, line_start, max),
+                |w| unsafe { $clean(w) },
             )
         }
     };
@@ -332,11 +311,7 @@ impl DataScanner {
             // SAFETY: `Simd::detect` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { self.skip_blocks_avx2(w, i, end, line_from) },
-            Simd::Baseline => {
-                self.skip_blocks_with(w, i, end, line_from, masks, |w, i, end, line_start, max| {
-                    clean_run(w, i, end, line_start, max, (&clean, &masks))
-                })
-            }
+            Simd::Baseline => self.skip_blocks_with(w, i, end, line_from, masks, clean),
         }
     }
 
@@ -356,7 +331,7 @@ impl DataScanner {
         end: usize,
         line_from: &mut usize,
         masks: impl Fn(&[u8; 64]) -> Masks,
-        run: impl Fn(&mut Writer, usize, usize, usize, usize) -> CleanRun,
+        clean: impl Fn(&[u8; 65]) -> Clean,
     ) -> Skipped {
         let mut exact = Exact {
             prev_cr: 0,
@@ -380,7 +355,14 @@ impl DataScanner {
                 && !(exact.line_start != 0 && first == b'.');
             if seam_clean {
                 let lines = &mut exact.lines;
-                let run = run(w, i, end, lines.from.wrapping_sub(lines.carried), lines.max);
+                let run = clean_run(
+                    w,
+                    i,
+                    end,
+                    lines.from.wrapping_sub(lines.carried),
+                    lines.max,
+                    (&clean, &masks),
+                );
                 if run.next > i {
                     i = run.next;
                     match run.line {
