@@ -37,14 +37,16 @@
 //! here: only CRLF does, so `\n.\n` or `\r.\r` inside a body are just body.
 //! They are reported so the session can apply its policy.
 
-use super::blocks::{clean, masks, troubles, Clean, Masks, Simd};
+use super::blocks::{clean, masks, move_down, troubles, Clean, Masks, Simd};
 #[cfg(target_arch = "x86_64")]
-use super::blocks::{clean_avx2, clean_avx512, masks_avx2, masks_avx512};
+use super::blocks::{
+    clean_avx2, clean_avx512, masks_avx2, masks_avx512, move_down_avx2, move_down_avx512,
+};
 
 /// `DataScanner::skip_blocks_with` compiled for a CPU feature, with that
 /// feature's block functions inlined into it.
 macro_rules! skip_blocks_compiled_for {
-    ($name:ident, $feature:literal, $masks:ident, $clean:ident) => {
+    ($name:ident, $feature:literal, $masks:ident, $clean:ident, $move_down:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         fn $name(
@@ -59,10 +61,12 @@ macro_rules! skip_blocks_compiled_for {
                 i,
                 end,
                 line_from,
-                // SAFETY (both): `skip_blocks` calls this only where
-                // `Simd::detect` found the feature.
+                // SAFETY (all): `skip_blocks` calls this only where
+                // `Simd::detect` found the feature (and the moves' callers
+                // keep to `move_down`'s bounds).
                 |b| unsafe { $masks(b) },
                 |w| unsafe { $clean(w) },
+                |base, at, gap, blocks| unsafe { $move_down(base, at, gap, blocks) },
             )
         }
     };
@@ -311,12 +315,33 @@ impl DataScanner {
             // SAFETY: `Simd::detect` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { self.skip_blocks_avx2(w, i, end, line_from) },
-            Simd::Baseline => self.skip_blocks_with(w, i, end, line_from, masks, clean),
+            Simd::Baseline => self.skip_blocks_with(
+                w,
+                i,
+                end,
+                line_from,
+                masks,
+                clean,
+                // SAFETY: the moves' callers keep to `move_down`'s bounds.
+                |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
+            ),
         }
     }
 
-    skip_blocks_compiled_for!(skip_blocks_avx512, "avx512bw", masks_avx512, clean_avx512);
-    skip_blocks_compiled_for!(skip_blocks_avx2, "avx2", masks_avx2, clean_avx2);
+    skip_blocks_compiled_for!(
+        skip_blocks_avx512,
+        "avx512bw",
+        masks_avx512,
+        clean_avx512,
+        move_down_avx512
+    );
+    skip_blocks_compiled_for!(
+        skip_blocks_avx2,
+        "avx2",
+        masks_avx2,
+        clean_avx2,
+        move_down_avx2
+    );
 
     /// The block loop. Most blocks are clean (see [`clean`]): every CR
     /// and LF pairs up and no line starts with a dot, so [`clean_run`]
@@ -332,6 +357,7 @@ impl DataScanner {
         line_from: &mut usize,
         masks: impl Fn(&[u8; 64]) -> Masks,
         clean: impl Fn(&[u8; 65]) -> Clean,
+        move_down: impl Fn(*mut u8, usize, usize, usize),
     ) -> Skipped {
         let mut exact = Exact {
             prev_cr: 0,
@@ -361,7 +387,7 @@ impl DataScanner {
                     end,
                     lines.from.wrapping_sub(lines.carried),
                     lines.max,
-                    (&clean, &masks),
+                    (&clean, &masks, &move_down),
                 );
                 if run.next > i {
                     i = run.next;
@@ -488,7 +514,11 @@ fn clean_run(
     end: usize,
     line_start: usize,
     max: usize,
-    (clean, masks): (&impl Fn(&[u8; 65]) -> Clean, &impl Fn(&[u8; 64]) -> Masks),
+    (clean, masks, move_down): (
+        &impl Fn(&[u8; 65]) -> Clean,
+        &impl Fn(&[u8; 64]) -> Masks,
+        &impl Fn(*mut u8, usize, usize, usize),
+    ),
 ) -> CleanRun {
     let mut bound = line_start;
     // Whether `bound` is the start of a block with a LF (else it is exact).
@@ -523,11 +553,9 @@ fn clean_run(
                 };
                 bound_is_block |= has_lf;
                 if gap > 0 {
-                    // SAFETY: as for the windows; `gap <= i` (see above).
-                    unsafe {
-                        move_block(buf, i, gap);
-                        move_block(buf, i + 64, gap);
-                    }
+                    // Within `move_down`'s bounds: as for the windows, and
+                    // `gap <= i` (see above).
+                    move_down(buf.as_mut_ptr(), i, gap, 2);
                 }
                 i += 128;
             }
@@ -564,8 +592,8 @@ fn clean_run(
             break;
         }
         if gap > 0 {
-            // SAFETY: as for the window; `gap <= i` (see above).
-            unsafe { move_block(buf, i, gap) };
+            // Within `move_down`'s bounds: as for the window, and `gap <= i`.
+            move_down(buf.as_mut_ptr(), i, gap, 1);
         }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;
@@ -600,23 +628,6 @@ unsafe fn window_at(buf: &[u8], at: usize) -> &[u8; 65] {
     debug_assert!(at + 65 <= buf.len());
     // SAFETY: the caller keeps the 65 octets inside `buf`.
     unsafe { &*buf.as_ptr().add(at).cast::<[u8; 65]>() }
-}
-
-/// Moves the 64 octets at `at` down by `gap`: settled body octets follow
-/// the output while they are still in cache (and, once inlined, in the
-/// register the check loaded them into).
-///
-/// # Safety
-///
-/// `gap <= at` and `at + 64 <= buf.len()` (checked per block, the way
-/// `copy_within` does, this cost dot-stuffed text a tenth of its speed).
-#[inline(always)]
-unsafe fn move_block(buf: &mut [u8], at: usize, gap: usize) {
-    debug_assert!(gap <= at && at + 64 <= buf.len());
-    let base = buf.as_mut_ptr();
-    // SAFETY: both ranges lie inside `buf` (the caller's bounds); they may
-    // overlap, which `copy` allows.
-    unsafe { std::ptr::copy(base.add(at), base.add(at - gap), 64) };
 }
 
 /// For a block that is not clean: if its only trouble is lines that start
