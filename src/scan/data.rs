@@ -64,9 +64,11 @@ macro_rules! skip_blocks_compiled_for {
                 // SAFETY (all): `skip_blocks` calls this only where
                 // `Simd::detect` found the feature (and the moves' callers
                 // keep to `move_down`'s bounds).
-                |b| unsafe { $masks(b) },
-                |w| unsafe { $clean(w) },
-                |base, at, gap, blocks| unsafe { $move_down(base, at, gap, blocks) },
+                Kit {
+                    masks: |b: &[u8; 64]| unsafe { $masks(b) },
+                    clean: |w: &[u8; 65]| unsafe { $clean(w) },
+                    move_down: |base, at, gap, blocks| unsafe { $move_down(base, at, gap, blocks) },
+                },
             )
         }
     };
@@ -320,10 +322,12 @@ impl DataScanner {
                 i,
                 end,
                 line_from,
-                masks,
-                clean,
-                // SAFETY: the moves' callers keep to `move_down`'s bounds.
-                |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
+                Kit {
+                    masks,
+                    clean,
+                    // SAFETY: the moves' callers keep to `move_down`'s bounds.
+                    move_down: |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
+                },
             ),
         }
     }
@@ -355,9 +359,11 @@ impl DataScanner {
         mut i: usize,
         end: usize,
         line_from: &mut usize,
-        masks: impl Fn(&[u8; 64]) -> Masks,
-        clean: impl Fn(&[u8; 65]) -> Clean,
-        move_down: impl Fn(*mut u8, usize, usize, usize),
+        kit: Kit<
+            impl Fn(&[u8; 64]) -> Masks,
+            impl Fn(&[u8; 65]) -> Clean,
+            impl Fn(*mut u8, usize, usize, usize),
+        >,
     ) -> Skipped {
         let mut exact = Exact {
             prev_cr: 0,
@@ -387,7 +393,7 @@ impl DataScanner {
                     end,
                     lines.from.wrapping_sub(lines.carried),
                     lines.max,
-                    (&clean, &masks, &move_down),
+                    &kit,
                 );
                 if run.next > i {
                     i = run.next;
@@ -406,7 +412,7 @@ impl DataScanner {
                 }
             }
             let block: &[u8; 64] = w.buf[i..i + 64].try_into().expect("64 octets");
-            if let Some(dot) = exact.settle(masks(block), i, 64) {
+            if let Some(dot) = exact.settle((kit.masks)(block), i, 64) {
                 i += dot;
                 dot_stop = true;
                 break;
@@ -415,7 +421,7 @@ impl DataScanner {
         }
         // The last octets, fewer than a block, through the same masks.
         if !dot_stop && end - i >= SHORT_TAIL {
-            match exact.settle(tail_masks(w.buf, i, end, &masks), i, end - i) {
+            match exact.settle(tail_masks(w.buf, i, end, &kit.masks), i, end - i) {
                 Some(dot) => {
                     i += dot;
                     dot_stop = true;
@@ -462,6 +468,16 @@ impl DataScanner {
         }
         self.line_len = 0;
     }
+}
+
+/// One SIMD level's block functions (see `blocks`), as closures made
+/// inside that level's `skip_blocks_*`, so that they are compiled, and
+/// inlined, with its CPU features.
+struct Kit<M, C, V> {
+    masks: M,
+    clean: C,
+    /// Called only within the bounds `blocks::move_down` states.
+    move_down: V,
 }
 
 /// Where [`DataScanner::skip_blocks`] stopped and why.
@@ -514,11 +530,11 @@ fn clean_run(
     end: usize,
     line_start: usize,
     max: usize,
-    (clean, masks, move_down): (
-        &impl Fn(&[u8; 65]) -> Clean,
-        &impl Fn(&[u8; 64]) -> Masks,
-        &impl Fn(*mut u8, usize, usize, usize),
-    ),
+    kit: &Kit<
+        impl Fn(&[u8; 64]) -> Masks,
+        impl Fn(&[u8; 65]) -> Clean,
+        impl Fn(*mut u8, usize, usize, usize),
+    >,
 ) -> CleanRun {
     let mut bound = line_start;
     // Whether `bound` is the start of a block with a LF (else it is exact).
@@ -539,7 +555,12 @@ fn clean_run(
             while i <= last {
                 // SAFETY: `i <= last`, and `last + 129 = end <= buf.len()`,
                 // so both windows lie inside `buf`.
-                let (a, b) = unsafe { (clean(window_at(buf, i)), clean(window_at(buf, i + 64))) };
+                let (a, b) = unsafe {
+                    (
+                        (kit.clean)(window_at(buf, i)),
+                        (kit.clean)(window_at(buf, i + 64)),
+                    )
+                };
                 let has_lf = (a.lf | b.lf) != 0;
                 if (a.trouble | b.trouble) != 0 || (has_lf && (i + 128).wrapping_sub(bound) > max) {
                     break;
@@ -555,7 +576,7 @@ fn clean_run(
                 if gap > 0 {
                     // Within `move_down`'s bounds: as for the windows, and
                     // `gap <= i` (see above).
-                    move_down(buf.as_mut_ptr(), i, gap, 2);
+                    (kit.move_down)(buf.as_mut_ptr(), i, gap, 2);
                 }
                 i += 128;
             }
@@ -565,8 +586,8 @@ fn clean_run(
         }
         // SAFETY: `i + 65 <= end <= buf.len()`.
         let window = unsafe { window_at(buf, i) };
-        let Clean { trouble: 0, lf } = clean(window) else {
-            let Some(dot) = stuffed_dot(window, masks) else {
+        let Clean { trouble: 0, lf } = (kit.clean)(window) else {
+            let Some(dot) = stuffed_dot(window, &kit.masks) else {
                 break;
             };
             let d = i + dot;
@@ -593,7 +614,7 @@ fn clean_run(
         }
         if gap > 0 {
             // Within `move_down`'s bounds: as for the window, and `gap <= i`.
-            move_down(buf.as_mut_ptr(), i, gap, 1);
+            (kit.move_down)(buf.as_mut_ptr(), i, gap, 1);
         }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;
@@ -607,7 +628,7 @@ fn clean_run(
         let block = w.buf[bound - gap..bound - gap + 64]
             .try_into()
             .expect("64 octets");
-        RunLine::At(bound + 64 - masks(block).lf.leading_zeros() as usize)
+        RunLine::At(bound + 64 - (kit.masks)(block).lf.leading_zeros() as usize)
     } else if dropped_dot {
         RunLine::At(bound)
     } else {
