@@ -155,7 +155,7 @@ macro_rules! x86_move_down {
         #[inline]
         pub unsafe fn $name(base: *mut u8, at: usize, gap: usize, blocks: usize) {
             use std::arch::x86_64::{$load, $store, $vec};
-            debug_assert!((1..=2).contains(&blocks) && gap <= at);
+            debug_assert!([1, 2, 4].contains(&blocks) && gap <= at);
             // SAFETY (both): the caller keeps `at..at + 64 * blocks` inside
             // the buffer at `base`, and with `gap <= at` the octets it
             // moves to are inside it too.
@@ -167,13 +167,20 @@ macro_rules! x86_move_down {
                     unsafe { $store(base.add(to + k * $lanes).cast(), v) };
                 }
             };
-            let first = load(at);
-            if blocks == 2 {
-                let second = load(at + 64);
-                store(at - gap, first);
-                store(at + 64 - gap, second);
-            } else {
-                store(at - gap, first);
+            match blocks {
+                4 => {
+                    let held = [load(at), load(at + 64), load(at + 128), load(at + 192)];
+                    for (k, block) in held.into_iter().enumerate() {
+                        store(at - gap + 64 * k, block);
+                    }
+                }
+                2 => {
+                    let held = [load(at), load(at + 64)];
+                    for (k, block) in held.into_iter().enumerate() {
+                        store(at - gap + 64 * k, block);
+                    }
+                }
+                _ => store(at - gap, load(at)),
             }
         }
     };

@@ -549,23 +549,50 @@ fn clean_run(
     // Never past the buffer, which lets the compiler drop bounds checks.
     let end = end.min(buf.len());
     while i + 65 <= end {
-        // Two blocks at a time while both are clean: one branch for both.
-        if end - i >= 129 {
-            let last = end - 129;
+        // Four blocks at a time while all are clean: one branch for four.
+        if end - i >= 257 {
+            let last = end - 257;
             while i <= last {
-                // SAFETY: `i <= last`, and `last + 129 = end <= buf.len()`,
-                // so both windows lie inside `buf`.
-                let (a, b) = unsafe {
+                // SAFETY: `i <= last`, and `last + 257 = end <= buf.len()`,
+                // so all four windows lie inside `buf`.
+                let (a, b, c, d) = unsafe {
                     (
                         (kit.clean)(window_at(buf, i)),
                         (kit.clean)(window_at(buf, i + 64)),
+                        (kit.clean)(window_at(buf, i + 128)),
+                        (kit.clean)(window_at(buf, i + 192)),
                     )
                 };
-                let has_lf = (a.lf | b.lf) != 0;
-                if (a.trouble | b.trouble) != 0 || (has_lf && (i + 128).wrapping_sub(bound) > max) {
+                let has_lf = (a.lf | b.lf | c.lf | d.lf) != 0;
+                if (a.trouble | b.trouble | c.trouble | d.trouble) != 0
+                    || (has_lf && (i + 256).wrapping_sub(bound) > max)
+                {
+                    // Keep the first half if it is clean: dot-stuffed text
+                    // stops here every few hundred octets.
+                    let has_lf = (a.lf | b.lf) != 0;
+                    if (a.trouble | b.trouble) == 0
+                        && !(has_lf && (i + 128).wrapping_sub(bound) > max)
+                    {
+                        bound = if b.lf != 0 {
+                            i + 64
+                        } else if a.lf != 0 {
+                            i
+                        } else {
+                            bound
+                        };
+                        bound_is_block |= has_lf;
+                        if gap > 0 {
+                            (kit.move_down)(buf.as_mut_ptr(), i, gap, 2);
+                        }
+                        i += 128;
+                    }
                     break;
                 }
-                bound = if b.lf != 0 {
+                bound = if d.lf != 0 {
+                    i + 192
+                } else if c.lf != 0 {
+                    i + 128
+                } else if b.lf != 0 {
                     i + 64
                 } else if a.lf != 0 {
                     i
@@ -574,15 +601,13 @@ fn clean_run(
                 };
                 bound_is_block |= has_lf;
                 if gap > 0 {
-                    // Within `move_down`'s bounds: as for the windows, and
-                    // `gap <= i` (see above).
-                    (kit.move_down)(buf.as_mut_ptr(), i, gap, 2);
+                    (kit.move_down)(buf.as_mut_ptr(), i, gap, 4);
                 }
-                i += 128;
+                i += 256;
             }
-            if i + 65 > end {
-                break;
-            }
+        }
+        if i + 65 > end {
+            break;
         }
         // SAFETY: `i + 65 <= end <= buf.len()`.
         let window = unsafe { window_at(buf, i) };
