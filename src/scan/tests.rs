@@ -279,6 +279,34 @@ fn tricky_bodies_at_every_alignment_behind_long_text() {
     }
 }
 
+/// Every tricky body behind CRLF text with nothing for the clean run to
+/// stop at, of every length over four blocks, with and without a stuffed
+/// dot before it (after one, the run moves every block it passes): the
+/// run meets each pattern at every offset of its four-block step.
+#[test]
+fn tricky_bodies_at_every_offset_behind_clean_text() {
+    for dotted in [false, true] {
+        for input in TRICKY {
+            for pad in 0..260 {
+                let mut body = if dotted {
+                    b"..x\r\n".to_vec()
+                } else {
+                    Vec::new()
+                };
+                for k in 0..pad {
+                    body.push(b'a' + (k % 7) as u8);
+                    if k % 11 == 10 {
+                        body.extend_from_slice(b"\r\n");
+                    }
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend_from_slice(input);
+                check(&body, &[]);
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -348,17 +376,23 @@ fn stuffed_line_at_the_limit_at_every_offset() {
 
 /// A line exactly at a line limit and one octet over it, behind short
 /// lines that put it at every offset of a block, with and without stuffed
-/// dots before (which make the block path move what it reads). The block
+/// dots before (which make the block path move what it reads), and with
+/// the terminator right behind it or a few clean blocks later. The block
 /// path keeps only a bound on where lines start while blocks are clean,
 /// so this is where an off-by-one in its hand-over to the exact masks
 /// would show.
 #[test]
 fn lines_at_and_over_the_limit_at_every_offset() {
     for (limit, dots) in [(70, 0), (1000, 0), (70, 3), (1000, 3)] {
-        for len in [limit, limit + 1] {
+        for (len, after) in [limit, limit + 1]
+            .into_iter()
+            .flat_map(|len| [(len, 0), (len, 10)])
+        {
             let mut line = vec![b'y'; len - 2];
             line.extend_from_slice(b"\r\n");
-            for pad in 0..130 {
+            // Every offset of a block, and for the long limit (the only one
+            // the four-block step of the clean run takes) of four.
+            for pad in 0..if limit > 256 { 270 } else { 130 } {
                 let mut body = b"..dotted\r\n".repeat(dots);
                 for k in 0..pad {
                     body.push(b'a' + (k % 7) as u8);
@@ -368,7 +402,8 @@ fn lines_at_and_over_the_limit_at_every_offset() {
                 }
                 body.extend_from_slice(b"\r\n");
                 body.extend_from_slice(&line);
-                for _ in 0..10 {
+                // Right behind the line, or after a few clean blocks.
+                for _ in 0..after {
                     body.extend_from_slice(b"zzzzzzzz\r\n");
                 }
                 body.extend_from_slice(b".\r\n");
