@@ -579,13 +579,7 @@ fn clean_run(
                     if (a.trouble | b.trouble) == 0
                         && !(has_lf && (i + 128).wrapping_sub(bound) > max)
                     {
-                        bound = if b.lf != 0 {
-                            i + 64
-                        } else if a.lf != 0 {
-                            i
-                        } else {
-                            bound
-                        };
+                        bound = last_lf_block(i, [a.lf, b.lf], bound);
                         bound_is_block |= has_lf;
                         if gap > 0 {
                             (kit.move_down)(buf.as_mut_ptr(), i, gap, 2);
@@ -594,17 +588,7 @@ fn clean_run(
                     }
                     break;
                 }
-                bound = if d.lf != 0 {
-                    i + 192
-                } else if c.lf != 0 {
-                    i + 128
-                } else if b.lf != 0 {
-                    i + 64
-                } else if a.lf != 0 {
-                    i
-                } else {
-                    bound
-                };
+                bound = last_lf_block(i, [a.lf, b.lf, c.lf, d.lf], bound);
                 bound_is_block |= has_lf;
                 if gap > 0 {
                     (kit.move_down)(buf.as_mut_ptr(), i, gap, 4);
@@ -666,6 +650,17 @@ fn clean_run(
         RunLine::Unchanged
     };
     CleanRun { next: i, line }
+}
+
+/// The start of the last of the clean blocks from `at` (with LF
+/// summaries `lfs`) that holds a LF, else `otherwise`: where the clean
+/// run's line bound moves when it passes them.
+#[inline(always)]
+fn last_lf_block<const N: usize>(at: usize, lfs: [u64; N], otherwise: usize) -> usize {
+    match lfs.iter().rposition(|&lf| lf != 0) {
+        Some(k) => at + 64 * k,
+        None => otherwise,
+    }
 }
 
 /// The 65 octets of `buf` from `at`, without a bounds check: the loops of
