@@ -121,13 +121,12 @@ x86_masks!(
     __m256i, _mm256_loadu_si256, _mm256_set1_epi8, _mm256_cmpeq_epi8, _mm256_movemask_epi8
 );
 
-/// Moves `blocks` (1 or 2) 64-octet blocks at `base + at` down by `gap`,
-/// reading them all before writing any, in vectors of the width the
-/// checks use:
-/// inlined after a check of the same blocks, the compiler then stores the
-/// registers the check loaded instead of loading them again (with
-/// `copy_within` it did, and dot-stuffed text ran at two thirds of the
-/// speed of text without dots).
+/// Moves `blocks` (1, 2 or 4) 64-octet blocks at `base + at` down by
+/// `gap`, reading them all before writing any, in vectors of the width
+/// the checks use: inlined after a check of the same blocks, the compiler
+/// then stores the registers the check loaded instead of loading them
+/// again (with `copy_within` it did, and a body with a stuffed dot at its
+/// start scanned at two thirds of the speed of one without).
 ///
 /// # Safety
 ///

@@ -552,7 +552,7 @@ fn clean_run(
     // At most `i`, as `out <= seg <= i` and they only move up together.
     let mut gap = w.seg - w.out;
     let buf = &mut *w.buf;
-    // Never past the buffer, which lets the compiler drop bounds checks.
+    // Never past the buffer: the unchecked windows below rely on it.
     let end = end.min(buf.len());
     while i + 65 <= end {
         // Four blocks at a time while all are clean: one branch for four.
