@@ -348,6 +348,29 @@ pub fn clean(window: &[u8; 65]) -> Clean {
     }
 }
 
+/// The masks of `buf[at..end]`, a part-block of fewer than 64 octets
+/// (a message's last ones), in the low bits: taken with `masks` from the
+/// whole block that ends at `end` when the buffer has one (the octets
+/// before `at` are shifted out), else from a zero-padded copy.
+#[inline(always)]
+pub fn part_masks(buf: &[u8], at: usize, end: usize, masks: &impl Fn(&[u8; 64]) -> Masks) -> Masks {
+    let n = end - at;
+    debug_assert!(0 < n && n < 64);
+    if end >= 64 {
+        let m = masks(buf[end - 64..end].try_into().expect("64 octets"));
+        let shift = 64 - n;
+        Masks {
+            cr: m.cr >> shift,
+            lf: m.lf >> shift,
+            dot: m.dot >> shift,
+        }
+    } else {
+        let mut block = [0u8; 64];
+        block[..n].copy_from_slice(&buf[at..end]);
+        masks(&block)
+    }
+}
+
 /// What the clean check looks for, bit `k` for octet `k` of the block.
 #[derive(Debug, Clone, Copy)]
 pub struct Troubles {

@@ -43,7 +43,7 @@
 //! here: only CRLF does, so `\n.\n` or `\r.\r` inside a body are just body.
 //! They are reported so the session can apply its policy.
 
-use super::blocks::{clean, masks, move_down, troubles, Clean, Masks, Simd};
+use super::blocks::{clean, masks, move_down, part_masks, troubles, Clean, Masks, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::blocks::{
     clean_avx2, clean_avx512, masks_avx2, masks_avx512, move_down_avx2, move_down_avx512,
@@ -256,38 +256,24 @@ impl DataScanner {
                 }
                 self.state = State::InLine;
             }
-            if end - i < SHORT_TAIL {
+            let cr_pending = if end - i < SHORT_TAIL {
                 // A few octets are left: a plain loop beats a call.
                 let Some(k) = w.buf[i..end].iter().position(|&b| b == b'\r' || b == b'\n') else {
                     i = end;
                     break;
                 };
-                let p = i + k;
-                if w.buf[p] == b'\n' {
+                i += k + 1;
+                if w.buf[i - 1] == b'\n' {
                     self.flags.bare_lf = true;
-                    i = p + 1;
                     continue;
                 }
-                // A CR: see what follows.
-                if p + 1 == end {
-                    i = end;
-                    self.state = State::AfterCr;
-                    break;
-                }
-                if w.buf[p + 1] == b'\n' {
-                    i = p + 2;
-                    self.end_line(i - line_from);
-                    line_from = i;
-                    self.state = State::LineStart;
-                } else {
-                    self.flags.bare_cr = true;
-                    i = p + 1;
-                }
-                continue;
-            }
-            let skipped = self.skip_blocks(&mut w, i, end, &mut line_from);
-            i = skipped.next;
-            if skipped.cr_pending {
+                true
+            } else {
+                let skipped = self.skip_blocks(&mut w, i, end, &mut line_from);
+                i = skipped.next;
+                skipped.cr_pending
+            };
+            if cr_pending {
                 // The octet before `i` is a CR whose successor decides.
                 if i == end {
                     self.state = State::AfterCr;
@@ -323,18 +309,7 @@ impl DataScanner {
             // SAFETY: `Simd::detect` found AVX2 on this CPU.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { self.skip_blocks_avx2(w, i, end, line_from) },
-            Simd::Baseline => self.skip_blocks_with(
-                w,
-                i,
-                end,
-                line_from,
-                Kit {
-                    masks,
-                    clean,
-                    // SAFETY: the moves' callers keep to `move_down`'s bounds.
-                    move_down: |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
-                },
-            ),
+            Simd::Baseline => self.skip_blocks_with(w, i, end, line_from, baseline_kit()),
         }
     }
 
@@ -427,7 +402,7 @@ impl DataScanner {
         }
         // The last octets, fewer than a block, through the same masks.
         if !dot_stop && end - i >= SHORT_TAIL {
-            match exact.settle(tail_masks(w.buf, i, end, &kit.masks), i, end - i) {
+            match exact.settle(part_masks(w.buf, i, end, &kit.masks), i, end - i) {
                 Some(dot) => {
                     i += dot;
                     dot_stop = true;
@@ -484,6 +459,25 @@ struct Kit<M, C, V> {
     clean: C,
     /// Called only within the bounds `blocks::move_down` states.
     move_down: V,
+}
+
+/// The baseline level's [`Kit`]: SSE2 on x86_64, byte loops elsewhere.
+#[allow(
+    clippy::type_complexity,
+    reason = "the same three closure types `skip_blocks_with` takes"
+)]
+#[inline(always)]
+fn baseline_kit() -> Kit<
+    impl Fn(&[u8; 64]) -> Masks,
+    impl Fn(&[u8; 65]) -> Clean,
+    impl Fn(*mut u8, usize, usize, usize),
+> {
+    Kit {
+        masks,
+        clean,
+        // SAFETY: the moves' callers keep to `move_down`'s bounds.
+        move_down: |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
+    }
 }
 
 /// Where [`DataScanner::skip_blocks`] stopped and why.
@@ -725,28 +719,6 @@ impl Exact {
         self.prev_cr = (m.cr >> (n - 1)) & 1;
         self.line_start = (crlf >> (n - 1)) & 1;
         None
-    }
-}
-
-/// The masks of `buf[at..end]`, fewer than 64 octets, in the low bits:
-/// taken from the whole block that ends at `end` when the buffer has one
-/// (the octets before `at` are shifted out), else from a padded copy.
-#[inline(always)]
-fn tail_masks(buf: &[u8], at: usize, end: usize, masks: &impl Fn(&[u8; 64]) -> Masks) -> Masks {
-    let n = end - at;
-    debug_assert!(0 < n && n < 64);
-    if end >= 64 {
-        let m = masks(buf[end - 64..end].try_into().expect("64 octets"));
-        let shift = 64 - n;
-        Masks {
-            cr: m.cr >> shift,
-            lf: m.lf >> shift,
-            dot: m.dot >> shift,
-        }
-    } else {
-        let mut block = [0u8; 64];
-        block[..n].copy_from_slice(&buf[at..end]);
-        masks(&block)
     }
 }
 

@@ -253,6 +253,25 @@ proptest! {
     }
 }
 
+/// `len` octets of text that move what follows to every offset: a CRLF
+/// after every `line`-th octet, with `bare_lf` every ninth octet a bare
+/// LF instead, and a CRLF at the end so that what follows starts a line.
+fn filler(len: usize, line: usize, bare_lf: bool) -> Vec<u8> {
+    let mut text = Vec::new();
+    for k in 0..len {
+        text.push(if bare_lf && k % 9 == 8 {
+            b'\n'
+        } else {
+            b'a' + (k % 7) as u8
+        });
+        if k % line == line - 1 {
+            text.extend_from_slice(b"\r\n");
+        }
+    }
+    text.extend_from_slice(b"\r\n");
+    text
+}
+
 /// The block path only runs on 64 octets or more: put every tricky body
 /// behind text of every length so each pattern meets every alignment and
 /// block boundary, whole and cut.
@@ -260,18 +279,7 @@ proptest! {
 fn tricky_bodies_at_every_alignment_behind_long_text() {
     for input in TRICKY {
         for pad in 0..140 {
-            let mut body = Vec::new();
-            for k in 0..pad {
-                body.push(if k % 9 == 8 {
-                    b'\n'
-                } else {
-                    b'a' + (k % 7) as u8
-                });
-                if k % 17 == 16 {
-                    body.extend_from_slice(b"\r\n");
-                }
-            }
-            body.extend_from_slice(b"\r\n");
+            let mut body = filler(pad, 17, true);
             body.extend_from_slice(input);
             check(&body, &[]);
             check(&body, &[pad / 2 + 1, pad + 2]);
@@ -293,13 +301,7 @@ fn tricky_bodies_at_every_offset_behind_clean_text() {
                 } else {
                     Vec::new()
                 };
-                for k in 0..pad {
-                    body.push(b'a' + (k % 7) as u8);
-                    if k % 11 == 10 {
-                        body.extend_from_slice(b"\r\n");
-                    }
-                }
-                body.extend_from_slice(b"\r\n");
+                body.extend(filler(pad, 11, false));
                 body.extend_from_slice(input);
                 check(&body, &[]);
             }
@@ -346,14 +348,7 @@ fn stuffed_line_at_the_limit_at_every_offset() {
         line.extend(std::iter::repeat_n(b'x', limit - 3));
         line.extend_from_slice(b"\r\n"); // `limit` octets once unstuffed
         for pad in 0..200 {
-            let mut body = Vec::new();
-            for k in 0..pad {
-                body.push(b'a' + (k % 7) as u8);
-                if k % 13 == 12 {
-                    body.extend_from_slice(b"\r\n");
-                }
-            }
-            body.extend_from_slice(b"\r\n");
+            let mut body = filler(pad, 13, false);
             for _ in 0..3 {
                 body.extend_from_slice(&line);
                 body.extend_from_slice(b"short\r\n");
@@ -394,13 +389,7 @@ fn lines_at_and_over_the_limit_at_every_offset() {
             // the four-block step of the clean run takes) of four.
             for pad in 0..if limit > 256 { 270 } else { 130 } {
                 let mut body = b"..dotted\r\n".repeat(dots);
-                for k in 0..pad {
-                    body.push(b'a' + (k % 7) as u8);
-                    if k % 11 == 10 {
-                        body.extend_from_slice(b"\r\n");
-                    }
-                }
-                body.extend_from_slice(b"\r\n");
+                body.extend(filler(pad, 11, false));
                 body.extend_from_slice(&line);
                 // Right behind the line, or after a few clean blocks.
                 for _ in 0..after {
