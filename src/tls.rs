@@ -16,37 +16,28 @@ use rustls::ServerConfig;
 
 /// Reads `cert` (PEM chain, leaf first) and `key` (PEM PKCS#8, PKCS#1 or
 /// SEC1) and checks that they belong together.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+pub fn server_config(
+    cert: &Path,
+    cert_name: &str,
+    key: &Path,
+    key_name: &str,
+) -> Result<Arc<ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| anyhow!("--tls-cert {}: cannot read: {e}", cert.display()))?
+        .map_err(|e| anyhow!("{cert_name}: cannot read: {e}"))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            anyhow!(
-                "--tls-cert {}: not a PEM certificate chain: {e}",
-                cert.display()
-            )
-        })?;
+        .map_err(|e| anyhow!("{cert_name}: not a PEM certificate chain: {e}"))?;
     if chain.is_empty() {
-        bail!(
-            "--tls-cert {}: no CERTIFICATE block in the file",
-            cert.display()
-        );
+        bail!("{cert_name}: no CERTIFICATE block in the file");
     }
     let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| anyhow!("--tls-key {}: no usable private key: {e}", key.display()))?;
+        .map_err(|e| anyhow!("{key_name}: no usable private key: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("the TLS provider supports no safe protocol version")?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            anyhow!(
-                "--tls-cert {} and --tls-key {} do not work together: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
+        .map_err(|e| anyhow!("{cert_name} and {key_name} do not work together: {e}"))?;
     Ok(Arc::new(config))
 }
 

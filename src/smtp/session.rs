@@ -16,8 +16,7 @@ use super::reply::{self, write_line};
 use crate::scan::BodyFlags;
 
 /// What to do with bare CR / bare LF in a DATA body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BareNewlinePolicy {
     /// Reject the message with 550 after its data (the default; defends
     /// against SMTP smuggling).
@@ -25,6 +24,20 @@ pub enum BareNewlinePolicy {
     Reject,
     /// Store the message as received.
     Accept,
+}
+
+impl std::str::FromStr for BareNewlinePolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BareNewlinePolicy, String> {
+        match s {
+            "reject" => Ok(BareNewlinePolicy::Reject),
+            "accept" => Ok(BareNewlinePolicy::Accept),
+            other => Err(format!(
+                "{other:?} is not a bare-newline policy: use reject or accept"
+            )),
+        }
+    }
 }
 
 /// The per-server settings a session needs. Shared read-only.

@@ -32,13 +32,24 @@ use super::walk::segment_path;
 use crate::metrics::CoreMetrics;
 
 /// Whether a 250 waits for `fdatasync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Sync before acknowledging (the only safe choice).
     Fsync,
     /// Never sync: for benchmarks only; a crash loses acknowledged mail.
     None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "none" => Ok(Durability::None),
+            other => Err(format!("{other:?} is not a durability: use fsync or none")),
+        }
+    }
 }
 
 /// Why a record was not stored.

@@ -1,0 +1,661 @@
+//! One validated configuration from `sluice serve` flags and an optional
+//! TOML file (flags win), with every default a named constant.
+//!
+//! Why it exists: operators make mistakes, and a mistake should stop the
+//! server at start-up with a sentence saying what is wrong, not show up as
+//! odd behaviour under load. Every value is checked here, once; the rest
+//! of the server takes a [`Config`] and trusts it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::proxy::Cidr;
+use crate::smtp::BareNewlinePolicy;
+use crate::spool::Durability;
+use layer::{serve_settings, Source, Sourced};
+pub use value::{parse_duration, parse_size, Secs, Size};
+
+pub mod layer;
+pub mod value;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+/// Default spool directory.
+pub const DEFAULT_SPOOL: &str = "./spool";
+/// 35 MiB, a common provider limit.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35 << 20;
+/// RFC 5321 §4.5.3.1.8: at least 100 recipients must be buffered.
+pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+/// Per core.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// RFC 5321 §4.5.3.2.7: 5 minutes for the server's command timeout.
+pub const DEFAULT_IDLE_TIMEOUT: u64 = 300;
+/// RFC 5321 §4.5.3.2.6 asks clients to wait 10 minutes after the data.
+pub const DEFAULT_DATA_TIMEOUT: u64 = 600;
+/// RFC 5321 §4.5.3.1.6: 1000 octets with CRLF.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 1000;
+/// Segment roll size.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
+/// A message larger than this streams to the spool while it arrives.
+pub const DEFAULT_MESSAGE_MEMORY: usize = 256 << 10;
+/// How long transactions in flight may take to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: u64 = 30;
+
+const BOOL: &str = "BOOL";
+
+serve_settings! {
+    /// Address to listen on (repeatable). Default 127.0.0.1:2525.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+
+    /// Spool directory (created if missing). Default ./spool.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+
+    /// Our host name, in the greeting and trace headers. Default: the
+    /// machine's host name.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+
+    /// Cores to run on: a count (`2`) or a CPU list (`0,2-3`). Default:
+    /// all online CPUs.
+    #[arg(long, value_name = "N|LIST")]
+    cores: Option<String>,
+
+    /// Largest message accepted, in octets; accepts K, M, G suffixes
+    /// (powers of 1024). Default 35M.
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<Size>,
+
+    /// Recipients per message. Default 100.
+    #[arg(long, value_name = "N")]
+    max_recipients: Option<usize>,
+
+    /// Connections per core; more are answered 421. Default 10000.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// How long a client may stay silent between commands (seconds, or
+    /// with a unit: 5m). Default 300.
+    #[arg(long, value_name = "SECS")]
+    idle_timeout: Option<Secs>,
+
+    /// How long a client may stay silent inside DATA/BDAT. Default 600.
+    #[arg(long, value_name = "SECS")]
+    data_timeout: Option<Secs>,
+
+    /// Domain we accept mail for (repeatable). Without any, all domains
+    /// are accepted, which is allowed only on loopback listeners.
+    #[arg(long, value_name = "DOMAIN")]
+    accept_domain: Vec<String>,
+
+    /// Accept mail for any domain even on a non-loopback listener (an
+    /// open relay into your system; only behind your own filtering).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
+    accept_any_domain: Option<bool>,
+
+    /// `fsync`: a 250 means the message is on disk. `none`: never sync
+    /// (benchmarks only: a crash loses acknowledged mail). Default fsync.
+    #[arg(long, value_name = "fsync|none")]
+    durability: Option<Durability>,
+
+    /// Longest line in a message, octets with CRLF. Default 1000.
+    #[arg(long, value_name = "OCTETS")]
+    max_line_length: Option<usize>,
+
+    /// What to do with a bare CR or LF in DATA (and a bare LF ending a
+    /// command): `reject` (default, defends against SMTP smuggling) or
+    /// `accept`.
+    #[arg(long, value_name = "reject|accept")]
+    bare_newlines: Option<BareNewlinePolicy>,
+
+    /// Segment size at which the spool rolls to a new file. Default 256M.
+    #[arg(long, value_name = "BYTES")]
+    segment_size: Option<Size>,
+
+    /// Memory per connection for a message; larger messages stream to
+    /// the spool in chunks while they arrive. Default 256K.
+    #[arg(long, value_name = "BYTES")]
+    message_memory: Option<Size>,
+
+    /// How long transactions in flight may take to finish at shutdown.
+    /// Default 30 (seconds).
+    #[arg(long, value_name = "SECS")]
+    shutdown_grace: Option<Secs>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check
+    /// at /healthz (plain HTTP: keep it on a private address). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+
+    /// Every connection must start with a PROXY protocol v1 or v2 header
+    /// (from a load balancer); the client address is taken from it.
+    /// Connections without a valid header are closed.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
+    proxy_protocol: Option<bool>,
+
+    /// With --proxy-protocol: only these address blocks (the balancers)
+    /// may connect, like 10.0.0.0/8 (repeatable). Default: any.
+    #[arg(long, value_name = "CIDR")]
+    proxy_from: Vec<String>,
+
+    /// PEM certificate chain (leaf first) for STARTTLS. With --tls-key,
+    /// EHLO offers STARTTLS. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Refuse MAIL (530 5.7.0) until the client has done STARTTLS.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
+    require_tls: Option<bool>,
+
+    /// When the spool not yet handed on by `sluice drain` grows past this
+    /// (all cores together; K, M, G suffixes), new mail gets 452 4.3.1
+    /// until the drain catches up. Default: no limit.
+    #[arg(long, value_name = "BYTES")]
+    spool_max_bytes: Option<Size>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Spool directory.
+    pub spool: PathBuf,
+    /// Our host name.
+    pub hostname: String,
+    /// CPUs to pin one executor each to.
+    pub cpus: Vec<usize>,
+    /// Octets.
+    pub max_message_size: u64,
+    /// Per message.
+    pub max_recipients: usize,
+    /// Per core.
+    pub max_connections: usize,
+    /// Between commands.
+    pub idle_timeout: Duration,
+    /// Inside DATA/BDAT.
+    pub data_timeout: Duration,
+    /// Lower-case accepted domains; `None` accepts all.
+    pub accept_domains: Option<Vec<String>>,
+    /// Sync or not.
+    pub durability: Durability,
+    /// Octets with CRLF.
+    pub max_line_length: usize,
+    /// Bare CR/LF policy.
+    pub bare_newlines: BareNewlinePolicy,
+    /// Segment roll size.
+    pub segment_size: u64,
+    /// In-memory budget per message.
+    pub message_memory: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics: Option<SocketAddr>,
+    /// Connections start with a PROXY header.
+    pub proxy_protocol: bool,
+    /// Balancers allowed to connect; empty means any.
+    pub proxy_from: Vec<Cidr>,
+    /// STARTTLS material, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// MAIL needs STARTTLS first.
+    pub require_tls: bool,
+    /// Undrained spool limit, octets.
+    pub spool_max_bytes: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Puts the flags over the file (if any) and validates the result.
+    pub fn resolve(self) -> Result<Config> {
+        validate(self.given()?)
+    }
+
+    /// Every setting given, by the flags or else the file, with its source.
+    pub fn given(&self) -> Result<Given> {
+        let flags = Given::from_flags(self);
+        Ok(match &self.config {
+            Some(path) => flags.over(Given::from_table(layer::read_table(path)?, path)?),
+            None => flags,
+        })
+    }
+}
+
+/// The value given, or `default` (from nowhere).
+fn value_or<T>(given: Option<Sourced<T>>, field: &'static str, default: T) -> Sourced<T> {
+    given.unwrap_or_else(|| Sourced::new(default, Source::Default(field)))
+}
+
+/// A count that must not be 0.
+fn positive(given: Option<Sourced<usize>>, field: &'static str, default: usize) -> Result<usize> {
+    let n = value_or(given, field, default);
+    if n.value == 0 {
+        bail!("{} must be at least 1", n.source);
+    }
+    Ok(n.value)
+}
+
+/// A time that must be at least a second.
+fn seconds(given: Option<Sourced<Secs>>, field: &'static str, default: u64) -> Result<Duration> {
+    let t = value_or(given, field, Secs(Duration::from_secs(default)));
+    if t.value.0 < Duration::from_secs(1) {
+        bail!("{} must be at least 1 second", t.source);
+    }
+    Ok(t.value.0)
+}
+
+/// Each text of a list parsed by `parse`; an error names the item.
+fn each<T, E: std::fmt::Display>(
+    given: Option<Sourced<Vec<String>>>,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>> {
+    let Some(list) = given else {
+        return Ok(Vec::new());
+    };
+    list.value
+        .iter()
+        .map(|text| {
+            parse(text).map_err(|e| {
+                anyhow::anyhow!("{}: {e}", list.source.with_value(format!("{text:?}")))
+            })
+        })
+        .collect()
+}
+
+fn validate(g: Given) -> Result<Config> {
+    let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
+    let listen = each(Some(listen_given), |l| {
+        l.parse::<SocketAddr>()
+            .map_err(|_| "expected IP:PORT, like 127.0.0.1:2525 or [::1]:2525")
+    })?;
+    let metrics = each(
+        g.metrics.map(|m| Sourced::new(vec![m.value], m.source)),
+        |m| {
+            m.parse::<SocketAddr>()
+                .map_err(|_| "expected IP:PORT, like 127.0.0.1:9325")
+        },
+    )?
+    .pop();
+    let proxy_protocol = value_or(g.proxy_protocol, "proxy_protocol", false).value;
+    let proxy_from = each(g.proxy_from.clone(), |c| c.parse::<Cidr>())?;
+    if let (Some(from), false) = (&g.proxy_from, proxy_protocol) {
+        bail!(
+            "{} lists load balancers, which only makes sense with --proxy-protocol",
+            from.source
+        );
+    }
+    let tls = match (&g.tls_cert, &g.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(
+            &cert.value,
+            &cert.source.with_value(cert.value.display()),
+            &key.value,
+            &key.source.with_value(key.value.display()),
+        )?),
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => bail!(
+            "--tls-cert and --tls-key go together: give both or neither ({} is given alone)",
+            one.source
+        ),
+    };
+    let require_tls = value_or(g.require_tls, "require_tls", false);
+    if require_tls.value && tls.is_none() {
+        bail!(
+            "{} needs --tls-cert and --tls-key (there is no STARTTLS without them)",
+            require_tls.source
+        );
+    }
+    let accept_domains = each(g.accept_domain, |d| {
+        crate::smtp::path::check_domain(d).map(|()| d.to_ascii_lowercase())
+    })?;
+    let accept_any = value_or(g.accept_any_domain, "accept_any_domain", false).value;
+    if accept_domains.is_empty() && !accept_any {
+        if let Some(open) = listen.iter().find(|a| !a.ip().is_loopback()) {
+            bail!(
+                "--listen {open} is not a loopback address and no --accept-domain is given: \
+                 that would accept mail for any domain from anyone (an open relay). \
+                 Name the domains with --accept-domain, or pass --accept-any-domain if you mean it"
+            );
+        }
+    }
+    let max_message_size = value_or(
+        g.max_message_size,
+        "max_message_size",
+        Size(DEFAULT_MAX_MESSAGE_SIZE),
+    )
+    .value
+    .0;
+    let segment_size = value_or(g.segment_size, "segment_size", Size(DEFAULT_SEGMENT_SIZE));
+    if segment_size.value.0 < 64 << 10 {
+        bail!(
+            "{} must be at least 64K, got {}",
+            segment_size.source,
+            segment_size.value.0
+        );
+    }
+    let message_memory = value_or(
+        g.message_memory,
+        "message_memory",
+        Size(DEFAULT_MESSAGE_MEMORY as u64),
+    );
+    if !(4096..=64 << 20).contains(&message_memory.value.0) {
+        bail!(
+            "{} must be between 4K and 64M, got {}",
+            message_memory.source,
+            message_memory.value.0
+        );
+    }
+    let max_line_length = value_or(
+        g.max_line_length,
+        "max_line_length",
+        DEFAULT_MAX_LINE_LENGTH,
+    );
+    if max_line_length.value < 3 {
+        bail!(
+            "{} must be at least 3 octets (a CRLF and one character)",
+            max_line_length.source
+        );
+    }
+    let hostname = match g.hostname {
+        Some(h) => {
+            crate::smtp::path::check_domain(&h.value).map_err(|e| {
+                anyhow::anyhow!("{}: {e}", h.source.with_value(format!("{:?}", h.value)))
+            })?;
+            h.value
+        }
+        None => machine_hostname(),
+    };
+    let cores = g.cores.map(|c| c.value);
+    Ok(Config {
+        listen,
+        spool: value_or(g.spool, "spool", PathBuf::from(DEFAULT_SPOOL)).value,
+        hostname,
+        cpus: parse_cores(cores.as_deref(), &online_cpus()?)?,
+        max_message_size,
+        max_recipients: positive(g.max_recipients, "max_recipients", DEFAULT_MAX_RECIPIENTS)?,
+        max_connections: positive(
+            g.max_connections,
+            "max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+        )?,
+        idle_timeout: seconds(g.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT)?,
+        data_timeout: seconds(g.data_timeout, "data_timeout", DEFAULT_DATA_TIMEOUT)?,
+        accept_domains: (!accept_domains.is_empty()).then_some(accept_domains),
+        durability: value_or(g.durability, "durability", Durability::Fsync).value,
+        max_line_length: max_line_length.value,
+        bare_newlines: value_or(
+            g.bare_newlines,
+            "bare_newlines",
+            BareNewlinePolicy::default(),
+        )
+        .value,
+        segment_size: segment_size.value.0,
+        message_memory: message_memory.value.0 as usize,
+        shutdown_grace: value_or(
+            g.shutdown_grace,
+            "shutdown_grace",
+            Secs(Duration::from_secs(DEFAULT_SHUTDOWN_GRACE)),
+        )
+        .value
+        .0,
+        metrics,
+        proxy_protocol,
+        proxy_from,
+        tls,
+        require_tls: require_tls.value,
+        spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
+    })
+}
+
+/// `"2"` = the first two online CPUs; `"0,2-3"` = those CPUs.
+pub fn parse_cores(spec: Option<&str>, online: &[usize]) -> Result<Vec<usize>> {
+    let Some(spec) = spec else {
+        return Ok(online.to_vec());
+    };
+    let bad = |why: String| anyhow::anyhow!("--cores {spec:?}: {why}");
+    if let Ok(n) = spec.parse::<usize>() {
+        if n == 0 || n > online.len() {
+            return Err(bad(format!(
+                "asks for {n} cores but {} are online",
+                online.len()
+            )));
+        }
+        return Ok(online[..n].to_vec());
+    }
+    let mut cpus = Vec::new();
+    for part in spec.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let (a, b): (usize, usize) = match (a.trim().parse(), b.trim().parse()) {
+            (Ok(a), Ok(b)) if a <= b => (a, b),
+            _ => {
+                return Err(bad(format!(
+                    "{part:?} is not a CPU number or range like 2-3"
+                )))
+            }
+        };
+        for cpu in a..=b {
+            if !online.contains(&cpu) {
+                return Err(bad(format!("CPU {cpu} is not online (online: {online:?})")));
+            }
+            if !cpus.contains(&cpu) {
+                cpus.push(cpu);
+            }
+        }
+    }
+    if cpus.len() > 255 {
+        return Err(bad("at most 255 cores are supported".into()));
+    }
+    Ok(cpus)
+}
+
+/// The CPUs this process may run on.
+fn online_cpus() -> Result<Vec<usize>> {
+    // SAFETY: sched_getaffinity writes into the zeroed set we own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        bail!(
+            "cannot read the CPU affinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// The machine's host name, or `localhost` if it has none.
+fn machine_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() octets into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if crate::smtp::path::check_domain(&name).is_ok() {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores() {
+        let online = [0, 1, 2, 3];
+        assert_eq!(parse_cores(None, &online).unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(parse_cores(Some("2"), &online).unwrap(), vec![0, 1]);
+        assert_eq!(parse_cores(Some("0,2-3"), &online).unwrap(), vec![0, 2, 3]);
+        assert!(parse_cores(Some("5"), &online).is_err());
+        assert!(parse_cores(Some("0,7"), &online).is_err());
+        assert!(parse_cores(Some("3-1"), &online).is_err());
+        assert!(parse_cores(Some("0"), &online).is_err());
+    }
+
+    #[test]
+    fn open_relay_needs_consent() {
+        let args = ServeArgs {
+            listen: vec!["0.0.0.0:25".into()],
+            ..Default::default()
+        };
+        let err = args.clone().resolve().unwrap_err().to_string();
+        assert!(err.contains("open relay"), "{err}");
+        let ok = ServeArgs {
+            accept_domain: vec!["example.com".into()],
+            ..args
+        };
+        assert_eq!(
+            ok.resolve().unwrap().accept_domains,
+            Some(vec!["example.com".into()])
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "max-recipients = 7\nmax-message-size = \"1M\"\nlisten = [\"127.0.0.1:2600\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            max_recipients: Some(9),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.max_recipients, 9);
+        assert_eq!(c.max_message_size, 1 << 20);
+        assert_eq!(c.listen, vec!["127.0.0.1:2600".parse().unwrap()]);
+        std::fs::write(&file, "max-recipents = 7\n").unwrap();
+        let err = format!(
+            "{:#}",
+            ServeArgs {
+                config: Some(file),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err()
+        );
+        assert!(err.contains("max-recipents"), "{err}");
+    }
+
+    /// `sluice serve` as the binary parses it.
+    fn parse(args: &[&str]) -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once("serve").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().serve
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        (dir, path)
+    }
+
+    #[test]
+    fn every_boolean_can_be_switched_off_over_the_file() {
+        let (_dir, path) = file("proxy-protocol = true\nrequire-tls = false\n");
+        let on = parse(&["--config", &path]).resolve().unwrap();
+        assert!(on.proxy_protocol);
+        let off = parse(&["--config", &path, "--proxy-protocol=false"]);
+        assert!(!off.resolve().unwrap().proxy_protocol);
+        // A bare flag still means true.
+        assert_eq!(parse(&["--proxy-protocol"]).proxy_protocol, Some(true));
+        assert_eq!(parse(&[]).proxy_protocol, None);
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file_and_the_key() {
+        let (_dir, path) = file("max-recipients = \"x\"\n");
+        let err = format!("{:#}", parse(&["--config", &path]).resolve().unwrap_err());
+        assert_eq!(
+            err,
+            format!("max-recipients in {path}: expected a whole number, not the string \"x\"")
+        );
+        let (_dir, path) = file("max-recipients = 0\nlisten = [\"nowhere\"]\n");
+        let err = format!("{:#}", parse(&["--config", &path]).resolve().unwrap_err());
+        assert!(
+            err.starts_with(&format!("listen = \"nowhere\" in {path}: expected IP:PORT")),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            parse(&["--config", &path, "--listen", "127.0.0.1:25"])
+                .resolve()
+                .unwrap_err()
+        );
+        assert_eq!(err, format!("max-recipients in {path} must be at least 1"));
+        let err = format!(
+            "{:#}",
+            parse(&["--max-recipients", "0"]).resolve().unwrap_err()
+        );
+        assert_eq!(err, "--max-recipients must be at least 1");
+    }
+
+    #[test]
+    fn sizes_and_times_parse_the_same_on_both_levels() {
+        let (_dir, path) =
+            file("message-memory = \"64K\"\nidle-timeout = \"2m\"\ndata-timeout = 9\n");
+        let c = parse(&["--config", &path, "--shutdown-grace", "1m"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.message_memory, 64 << 10);
+        assert_eq!(c.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.data_timeout, Duration::from_secs(9));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(60));
+        let (_dir, path) = file("segment-size = 1024\n");
+        let err = format!("{:#}", parse(&["--config", &path]).resolve().unwrap_err());
+        assert_eq!(
+            err,
+            format!("segment-size in {path} must be at least 64K, got 1024")
+        );
+    }
+
+    #[test]
+    fn lists_from_flags_replace_the_file_and_one_value_is_a_list_of_one() {
+        let (_dir, path) = file("accept-domain = \"a.test\"\n");
+        let c = parse(&["--config", &path]).resolve().unwrap();
+        assert_eq!(c.accept_domains, Some(vec!["a.test".to_string()]));
+        let c = parse(&["--config", &path, "--accept-domain", "B.test"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.accept_domains, Some(vec!["b.test".to_string()]));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let (_dir, path) = file("max_recipients = 3\n");
+        let err = format!("{:#}", parse(&["--config", &path]).resolve().unwrap_err());
+        assert!(
+            err.starts_with(&format!(
+                "\"max_recipients\" in {path}: not a sluice setting"
+            )),
+            "{err}"
+        );
+    }
+}
