@@ -13,21 +13,24 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::{LocalExecutorBuilder, Placement};
-use sluice::spool::{Durability, SpoolWriter, StoredEnvelope, WriterConfig};
+use sluice::smtp::path::Mailbox;
+use sluice::smtp::Envelope;
+use sluice::spool::{Durability, Origin, SpoolWriter, WriterConfig};
 
 const CONNECTIONS: usize = 50;
 
-fn envelope() -> StoredEnvelope {
-    StoredEnvelope {
-        id: sluice::spool::QueueId(0),
-        received_at_micros: 0,
-        size: 0,
-        body_crc: 0,
-        chunks: 0,
-        peer: "127.0.0.1:40000".into(),
-        helo: "client.test".into(),
-        mail_from: "sender@client.test".into(),
-        rcpt_to: vec!["rcpt@example.test".into()],
+/// One sender, one recipient.
+fn envelope() -> Envelope {
+    Envelope {
+        mail_from: Some(Mailbox {
+            local: "sender".into(),
+            domain: "client.test".into(),
+        }),
+        rcpt_to: vec![Mailbox {
+            local: "rcpt".into(),
+            domain: "example.test".into(),
+        }],
+        ..Envelope::default()
     }
 }
 
@@ -50,16 +53,23 @@ fn run_round(durability: Durability, size: usize, iters: u64) -> (Duration, (u64
             );
             let task = glommio::spawn_local(writer.clone().run(1));
             let body = Rc::new(vec![b'x'; size]);
+            let envelope = Rc::new(envelope());
             let left = Rc::new(Cell::new(iters));
             let start = Instant::now();
             let tasks: Vec<_> = (0..CONNECTIONS)
                 .map(|_| {
                     let (w, body, left) = (writer.clone(), body.clone(), left.clone());
+                    let envelope = envelope.clone();
                     glommio::spawn_local(async move {
                         while left.get() > 0 {
                             left.set(left.get() - 1);
                             let msg = w.message(w.next_id());
-                            msg.commit(envelope(), &body).await.expect("commit");
+                            let origin = Origin {
+                                peer: ([127, 0, 0, 1], 40000).into(),
+                                helo: "client.test",
+                                envelope: &envelope,
+                            };
+                            msg.commit(&origin, &body).await.expect("commit");
                         }
                     })
                 })

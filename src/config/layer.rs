@@ -119,7 +119,7 @@ pub fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--config {}: cannot read", path.display()))?;
     text.parse::<toml::Table>()
-        .with_context(|| format!("--config {}: not a valid TOML file", path.display()))
+        .with_context(|| format!("--config {}: not a valid sluice config", path.display()))
 }
 
 /// The file's path, shared by every [`Source::File`] naming it.

@@ -71,3 +71,37 @@ pub fn scan(input: &[u8], max_line: usize) -> Reference {
         end: None,
     }
 }
+
+/// Bodies every reader of DATA must get right: empty bodies, stuffed
+/// dots, terminators split and missing, bare CR/LF around dots, lines at
+/// the tests' 20-octet limit.
+pub const TRICKY: &[&[u8]] = &[
+    b"",
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"a\r\n.\r\n",
+    b"..\r\n.\r\n",
+    b".a\r\n.\r\n",
+    b"...\r\n.\r\n",
+    b"a\r\n..\r\n.\r\nNOOP\r\n",
+    b"a\n.\nb\r\n.\r\n",
+    b"a\r.\r\nb\r\n.\r\n",
+    b"a\r\n.\nb\r\n.\r\n",
+    b"a\r\n.\rb\r\n.\r\n",
+    b"a\r\n.\r.\r\n.\r\n",
+    b"a\r\n.\r\r\n.\r\n",
+    b"a\rb\nc\r\n.\r\n",
+    b"\r\r\n\n\r\n.\r\n",
+    b"no terminator\r\n",
+    b"ends without crlf.\r\n",
+    b"ends without crlf\r\n.",
+    b"ends without crlf\r\n.\r",
+    b"0123456789012345678\r\n.\r\n",
+    b"01234567890123456789\r\n.\r\n",
+    b".0123456789012345678\r\n.\r\n",
+    b"\r\n.\r\n\r\n.\r\n",
+];
+
+/// Shapes a smuggler uses to end a body early (RFC 5321 §4.5.2 says only
+/// `<CRLF>.<CRLF>` ends it); none of them may.
+pub const SMUGGLING: &[&[u8]] = &[b"a\n.\nb", b"a\r.\rb", b"a\r\n.\nb", b"a\n.\r\nb"];

@@ -2,7 +2,7 @@
 //! every split point, and random bodies cut at random places.
 
 use super::blocks::Simd;
-use super::naive::{self, Reference};
+use super::naive::{self, Reference, SMUGGLING, TRICKY};
 use super::DataScanner;
 use proptest::prelude::*;
 
@@ -111,33 +111,6 @@ fn check(input: &[u8], cuts: &[usize]) {
     }
 }
 
-const TRICKY: &[&[u8]] = &[
-    b"",
-    b".\r\n",
-    b"\r\n.\r\n",
-    b"a\r\n.\r\n",
-    b"..\r\n.\r\n",
-    b".a\r\n.\r\n",
-    b"...\r\n.\r\n",
-    b"a\r\n..\r\n.\r\nNOOP\r\n",
-    b"a\n.\nb\r\n.\r\n",
-    b"a\r.\r\nb\r\n.\r\n",
-    b"a\r\n.\nb\r\n.\r\n",
-    b"a\r\n.\rb\r\n.\r\n",
-    b"a\r\n.\r.\r\n.\r\n",
-    b"a\r\n.\r\r\n.\r\n",
-    b"a\rb\nc\r\n.\r\n",
-    b"\r\r\n\n\r\n.\r\n",
-    b"no terminator\r\n",
-    b"ends without crlf.\r\n",
-    b"ends without crlf\r\n.",
-    b"ends without crlf\r\n.\r",
-    b"0123456789012345678\r\n.\r\n",
-    b"01234567890123456789\r\n.\r\n",
-    b".0123456789012345678\r\n.\r\n",
-    b"\r\n.\r\n\r\n.\r\n",
-];
-
 #[test]
 fn tricky_bodies_match_reference_whole() {
     for input in TRICKY {
@@ -193,7 +166,7 @@ fn pipelined_command_after_terminator_is_left_alone() {
 
 #[test]
 fn smuggling_shapes_do_not_end_the_body() {
-    for input in [&b"a\n.\nb"[..], b"a\r.\rb", b"a\r\n.\nb", b"a\n.\r\nb"] {
+    for &input in SMUGGLING {
         let mut buf = input.to_vec();
         let mut s = DataScanner::new(1000);
         let p = s.scan(&mut buf, 0, 0);

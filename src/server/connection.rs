@@ -1,35 +1,37 @@
-//! One client connection: moves bytes between the socket, the session
-//! state machine, the DATA scanner and the spool writer.
+//! One client connection: the I/O pump between the socket and the
+//! session's stages.
 //!
-//! Why it exists: this is the only code that does I/O for a session. It
-//! reads command lines into a small buffer and answers every complete
-//! command before it reads again (pipelining: replies go out in one write
-//! when the input runs dry). For DATA and BDAT it borrows a preallocated
-//! arena from the core's pool, reads the body straight into it, scans it
-//! in place, and streams it to the spool in chunks once it outgrows the
-//! memory budget. A 250 is sent only after the spool says the commit
-//! record is durable.
+//! Why it exists: this is the only code that does I/O for a session, and
+//! it decides nothing. It reads the PROXY header (if configured), sends
+//! the greeting, reads command lines into a small buffer and feeds them
+//! to the sans-I/O [`Session`], answering every complete command before
+//! it reads again (pipelining: replies go out in one write when the input
+//! runs dry). When the session says a body comes, it feeds a [`Message`]
+//! (whose [`Intake`](super::intake::Intake) decides everything about the
+//! octets) from the command buffer and then the socket, and after the
+//! session's verdict has the spool commit it. A 250 is sent only after
+//! the spool says the commit record is durable.
+//!
+//! Its one piece of state beyond buffers is the [`Phase`]: between BDAT
+//! chunks the message being received lives there.
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
 
-use futures_lite::future;
 use glommio::net::TcpStream;
 
+use super::arena::READ_CHUNK;
+use super::message::{BodySource, Message, Transfer};
 use super::settings::Settings;
-use super::shard::{Shard, READ_CHUNK};
-use super::transport::Transport;
+use super::shard::Shard;
+use super::transport::{Read, Transport};
 use crate::proxy;
-use crate::scan::{DataScanner, Line, LineReader};
-use crate::smtp::received::{write_received, Trace};
+use crate::scan::{Line, LineReader};
+use crate::smtp::command::MAX_LINE;
 use crate::smtp::{reply, Action, Session, StoreFailure, Verdict};
-use crate::spool::id::now_micros;
-use crate::spool::{MessageWriter, StoreError, StoredEnvelope};
+use crate::spool::{Origin, StoreError};
 
-/// Command lines may be at most this long (RFC 5321 §4.5.3.1.4).
-const MAX_COMMAND_LINE: usize = 512;
 /// Bytes read at a time in command mode.
 const COMMAND_READ: usize = 4096;
 /// Replies pending beyond this are written before more input is read, so a
@@ -49,18 +51,27 @@ enum End {
     Error(io::Error),
 }
 
-/// A message being received: its spool writer and its arena.
-struct Inflight {
-    msg: MessageWriter,
-    arena: Box<[u8]>,
-    /// Stored octets end here in the arena.
-    out: usize,
-    /// Body octets seen so far (for the size limit).
-    body: u64,
-    /// A chunk write failed; keep reading, then answer 4xx.
-    failed: Option<StoreError>,
-    /// Over the size limit: nothing more is kept.
-    oversized: bool,
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Quit => f.write_str("quit"),
+            End::Disconnected => f.write_str("disconnected"),
+            End::IdleTimeout => f.write_str("idle-timeout"),
+            End::DataTimeout => f.write_str("data-timeout"),
+            End::Shutdown => f.write_str("shutdown"),
+            End::BadProxyHeader(why) => write!(f, "closed: {why}"),
+            End::TlsFailed(e) => write!(f, "tls-failed: {e}"),
+            End::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// What the connection is doing between commands.
+enum Phase {
+    /// Reading command lines; no message is open.
+    Commands,
+    /// Between the chunks of a BDAT message: the message so far.
+    Chunking(Message),
 }
 
 struct Connection {
@@ -68,8 +79,6 @@ struct Connection {
     /// Taken when the session starts; a reload does not change them.
     settings: Rc<Settings>,
     stream: Transport,
-    /// The negotiated TLS version and cipher, after STARTTLS.
-    tls: Option<String>,
     /// The client: the TCP peer, or the address a PROXY header gave.
     peer: SocketAddr,
     /// The balancer that sent a PROXY header.
@@ -81,9 +90,7 @@ struct Connection {
     start: usize,
     /// Replies not yet written.
     out: Vec<u8>,
-    scanner: DataScanner,
-    /// A BDAT message spans several commands, so it lives here.
-    inflight: Option<Inflight>,
+    phase: Phase,
     messages: u64,
     bytes: u64,
 }
@@ -94,64 +101,41 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let settings = shard.settings();
     let mut c = Connection {
         session: Session::new(settings.session.clone()),
-        lines: LineReader::new(MAX_COMMAND_LINE),
-        scanner: DataScanner::new(settings.config.max_line_length),
+        lines: LineReader::new(MAX_LINE),
         settings,
         input: Vec::new(),
         start: 0,
         out: Vec::with_capacity(256),
-        inflight: None,
+        phase: Phase::Commands,
         messages: 0,
         bytes: 0,
         shard,
         stream: Transport::Plain(stream),
-        tls: None,
         peer,
         via: None,
     };
     let end = c.run().await;
-    if let Some(m) = c.inflight.take() {
-        c.shard.pool.give(m.arena);
-    }
+    c.phase = Phase::Commands;
     c.stream.close().await;
     if let End::BadProxyHeader(_) = end {
-        c.shard.metrics.rejected.add(1);
+        c.shard.metrics().rejected.add(1);
     }
-    if c.shard.verbosity >= 0 {
+    if c.shard.logs(0) {
         let via = c.via.map(|v| format!(" via={v}")).unwrap_or_default();
         eprintln!(
-            "sluice: session peer={}{via} core={} messages={} bytes={} end={}",
+            "sluice: session peer={}{via} core={} messages={} bytes={} end={end}",
             c.peer,
-            c.shard.core,
+            c.shard.core(),
             c.messages,
             c.bytes,
-            match &end {
-                End::Quit => "quit".to_string(),
-                End::Disconnected => "disconnected".to_string(),
-                End::IdleTimeout => "idle-timeout".to_string(),
-                End::DataTimeout => "data-timeout".to_string(),
-                End::Shutdown => "shutdown".to_string(),
-                End::BadProxyHeader(why) => format!("closed: {why}"),
-                End::TlsFailed(e) => format!("tls-failed: {e}"),
-                End::Error(e) => format!("error: {e}"),
-            }
         );
     }
 }
 
-/// What a read produced.
-enum Read {
-    Bytes(usize),
-    Eof,
-    Timeout,
-    Shutdown,
-}
-
 impl Connection {
     async fn run(&mut self) -> End {
-        if self.shard.shutdown.is_triggered() {
-            reply::SHUTTING_DOWN.write(&mut self.out);
-            return self.flush().await.err().unwrap_or(End::Shutdown);
+        if self.shard.shutdown().is_triggered() {
+            return self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await;
         }
         if self.settings.config.proxy_protocol {
             if let Err(end) = self.read_proxy_header().await {
@@ -160,31 +144,34 @@ impl Connection {
         }
         self.session.greet(&mut self.out);
         loop {
-            let full = self
-                .shard
-                .spool_full
-                .load(std::sync::atomic::Ordering::Relaxed);
-            self.session.set_spool_full(full);
+            self.session.set_spool_full(self.shard.spool_full());
             if let Err(end) = self.process_input().await {
                 return end;
             }
             if let Err(end) = self.flush().await {
                 return end;
             }
-            if self.shard.shutdown.is_triggered() && !self.session.in_transaction() {
-                reply::SHUTTING_DOWN.write(&mut self.out);
-                return self.flush().await.err().unwrap_or(End::Shutdown);
+            if self.shard.shutdown().is_triggered() && !self.session.in_transaction() {
+                return self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await;
             }
             match self.read_commands().await {
                 Ok(Read::Bytes(_)) | Ok(Read::Shutdown) => {}
                 Ok(Read::Eof) => return End::Disconnected,
                 Ok(Read::Timeout) => {
-                    reply::IDLE_TIMEOUT.write(&mut self.out);
-                    return self.flush().await.err().unwrap_or(End::IdleTimeout);
+                    return self
+                        .say_goodbye(reply::IDLE_TIMEOUT, End::IdleTimeout)
+                        .await
                 }
                 Err(e) => return End::Error(e),
             }
         }
+    }
+
+    /// Sends a last reply (a 421) and ends with `end`, unless the write
+    /// fails first.
+    async fn say_goodbye(&mut self, last: reply::Reply, end: End) -> End {
+        last.write(&mut self.out);
+        self.flush().await.err().unwrap_or(end)
     }
 
     /// Reads the PROXY header that must start the connection and takes the
@@ -239,6 +226,7 @@ impl Connection {
             };
             match action {
                 Action::ReadCommands => {}
+                Action::Abandon => self.phase = Phase::Commands,
                 Action::Close => {
                     self.flush().await?;
                     return Err(End::Quit);
@@ -255,14 +243,7 @@ impl Connection {
                     size,
                     last,
                     discard,
-                } => {
-                    self.receive_chunk(size, last, discard).await?;
-                }
-            }
-            if self.inflight.is_some() && !self.session.in_transaction() {
-                // RSET, EHLO or a refused chunk ended a BDAT transaction.
-                let m = self.inflight.take().expect("checked");
-                self.shard.pool.give(m.arena);
+                } => self.receive_chunk(size, last, discard).await?,
             }
             if self.out.len() >= REPLY_HIGH_WATER {
                 self.flush().await?;
@@ -276,7 +257,7 @@ impl Connection {
     async fn start_tls(&mut self) -> Result<(), End> {
         self.input.clear();
         self.start = 0;
-        self.lines = LineReader::new(MAX_COMMAND_LINE);
+        self.lines = LineReader::new(MAX_LINE);
         let Some(tls) = self.settings.config.tls.clone() else {
             return Err(End::TlsFailed(io::Error::other("no TLS material")));
         };
@@ -284,13 +265,13 @@ impl Connection {
             .set_read_timeout(self.settings.config.idle_timeout);
         match self.stream.start_tls(tls).await {
             Ok(()) => {
-                self.shard.metrics.tls_handshakes.add(1);
-                self.tls = self.stream.tls_description();
-                self.session.tls_started();
+                self.shard.metrics().tls_handshakes.add(1);
+                let description = self.stream.tls_description().unwrap_or_default();
+                self.session.tls_started(description);
                 Ok(())
             }
             Err(e) => {
-                self.shard.metrics.tls_failures.add(1);
+                self.shard.metrics().tls_failures.add(1);
                 Err(End::TlsFailed(e))
             }
         }
@@ -301,7 +282,7 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.shard.metrics.count_replies(&self.out);
+        self.shard.metrics().count_replies(&self.out);
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
         r.map_err(End::Error)
@@ -317,13 +298,14 @@ impl Connection {
         let old = self.input.len();
         self.input.resize(old + COMMAND_READ, 0);
         let watch = !self.session.in_transaction();
-        let r = read_with(
-            &mut self.stream,
-            &mut self.input[old..],
-            self.settings.config.idle_timeout,
-            watch.then_some(&*self.shard.shutdown),
-        )
-        .await;
+        let r = self
+            .stream
+            .read_within(
+                &mut self.input[old..],
+                self.settings.config.idle_timeout,
+                watch.then_some(&**self.shard.shutdown()),
+            )
+            .await;
         let n = match &r {
             Ok(Read::Bytes(n)) => *n,
             _ => 0,
@@ -332,252 +314,90 @@ impl Connection {
         r
     }
 
-    /// Starts a message: an arena with the trace header, and its writer.
-    fn begin_message(&mut self) -> Inflight {
-        let mut arena = self.shard.pool.take();
-        let id = self.shard.writer.next_id();
-        let env = self.session.envelope();
-        let rcpt = (env.rcpt_to.len() == 1).then(|| env.rcpt_to[0].to_string());
-        let with = match (env.smtputf8, self.session.is_esmtp(), self.tls.is_some()) {
-            (true, _, false) => "UTF8SMTP",
-            (true, _, true) => "UTF8SMTPS",
-            (false, true, false) => "ESMTP",
-            (false, true, true) => "ESMTPS",
-            (false, false, _) => "SMTP",
-        };
-        let mut header = Vec::with_capacity(256);
-        write_received(
-            &mut header,
-            &Trace {
-                helo: self.session.helo().unwrap_or("unknown"),
-                peer: self.peer,
-                by: &self.settings.session.hostname,
-                with,
-                tls: self.tls.as_deref(),
-                id: &id.to_string(),
-                rcpt: rcpt.as_deref(),
-                unix_time: now_micros() / 1_000_000,
-            },
-        );
-        arena[..header.len()].copy_from_slice(&header);
-        Inflight {
-            msg: self.shard.writer.message(id),
-            out: header.len(),
-            arena,
-            body: 0,
-            failed: None,
-            oversized: false,
-        }
+    /// A new message of the session's transaction.
+    fn begin_message(&self, transfer: Transfer) -> Message {
+        Message::begin(
+            &self.shard,
+            &self.settings,
+            &self.session,
+            self.peer,
+            transfer,
+        )
     }
 
     /// Receives a DATA body up to `<CRLF>.<CRLF>`, then stores or refuses.
     async fn receive_data(&mut self) -> Result<(), End> {
-        let mut m = self.begin_message();
-        // Bytes already read after the DATA line are the body's start.
-        let early = &self.input[self.start..];
-        let mut filled = m.out + early.len();
-        m.arena[m.out..filled].copy_from_slice(early);
-        self.input.clear();
-        self.start = 0;
-        let mut pos = m.out;
-        self.scanner.reset();
-        let max = self.settings.config.max_message_size;
-        loop {
-            let p = self.scanner.scan(&mut m.arena[..filled], m.out, pos);
-            m.body += (p.out - m.out) as u64;
-            m.out = p.out;
-            pos = p.consumed;
-            if m.body > max {
-                m.oversized = true;
-            }
-            if m.oversized {
-                m.out = 0;
-            }
-            if p.done {
-                // Anything after the terminator is pipelined commands.
-                self.input.extend_from_slice(&m.arena[pos..filled]);
-                break;
-            }
-            // Over the budget, or no room for a full read: stream what is
-            // stored so far to the spool as a chunk.
-            if m.out >= self.settings.config.message_memory || m.arena.len() - filled < READ_CHUNK {
-                // Only the (at most two octet) gap between body and input
-                // must survive the slide; its contents do not matter.
-                let gap = pos - m.out;
-                self.spill(&mut m).await;
-                pos = gap;
-                filled = gap;
-            }
-            let room = &mut m.arena[filled..filled + READ_CHUNK];
-            match read_with(
-                &mut self.stream,
-                room,
-                self.settings.config.data_timeout,
-                None,
-            )
-            .await
-            {
-                Ok(Read::Bytes(n)) => filled += n,
-                Ok(Read::Eof) => {
-                    self.shard.pool.give(m.arena);
-                    return Err(End::Disconnected);
-                }
-                Ok(Read::Timeout) | Ok(Read::Shutdown) => {
-                    self.shard.pool.give(m.arena);
-                    reply::DATA_TIMEOUT.write(&mut self.out);
-                    return Err(self.flush().await.err().unwrap_or(End::DataTimeout));
-                }
-                Err(e) => {
-                    self.shard.pool.give(m.arena);
-                    return Err(End::Error(e));
-                }
-            }
-        }
+        let mut m = self.begin_message(Transfer::Data);
+        m.receive(self).await?;
+        // Octets read after the terminator are pipelined commands.
+        let leftover = m.intake.leftover();
+        self.input
+            .splice(self.start..self.start, leftover.iter().copied());
         let verdict = self
             .session
-            .data_done(m.body, self.scanner.flags(), &mut self.out);
+            .data_done(m.intake.size(), m.intake.flags(), &mut self.out);
         if verdict == Verdict::Store {
             self.commit(m).await;
-        } else {
-            self.shard.pool.give(m.arena);
         }
         Ok(())
     }
 
-    /// Streams the arena's stored octets to the spool as a chunk.
-    async fn spill(&mut self, m: &mut Inflight) {
-        if m.out > 0 && !m.oversized && m.failed.is_none() {
-            if let Err(e) = m.msg.chunk(&m.arena[..m.out]).await {
-                m.failed = Some(e);
-            }
-        }
-        m.out = 0;
-    }
-
-    /// Receives one BDAT chunk of exactly `size` octets.
+    /// Receives one BDAT chunk of exactly `size` octets (into the message,
+    /// or dropped when the session refused it already).
     async fn receive_chunk(&mut self, size: u64, last: bool, discard: bool) -> Result<(), End> {
-        let mut m = match self.inflight.take() {
-            Some(m) => Some(m),
-            None if !discard => Some(self.begin_message()),
-            None => None,
+        let message = if discard {
+            self.skip(size).await?;
+            None
+        } else {
+            let mut m = match std::mem::replace(&mut self.phase, Phase::Commands) {
+                Phase::Chunking(m) => m,
+                Phase::Commands => self.begin_message(Transfer::Chunks),
+            };
+            m.intake.chunk(size);
+            m.receive(self).await?;
+            Some(m)
         };
-        let mut left = size;
-        // First from what is already buffered, then from the socket.
-        while left > 0 {
-            let buffered = self.input.len() - self.start;
-            if buffered > 0 {
-                let n = buffered.min(left as usize);
-                let from = self.start..self.start + n;
-                if let (false, Some(m)) = (discard, m.as_mut()) {
-                    self.keep_chunk_bytes(m, from.clone()).await;
-                }
-                self.start += n;
-                left -= n as u64;
-                continue;
-            }
-            self.input.clear();
-            self.start = 0;
-            let want = (left as usize).min(READ_CHUNK);
-            self.input.resize(want, 0);
-            let r = read_with(
-                &mut self.stream,
-                &mut self.input[..],
-                self.settings.config.data_timeout,
-                None,
-            )
-            .await;
-            match r {
-                Ok(Read::Bytes(n)) => self.input.truncate(n),
-                other => {
-                    self.input.clear();
-                    if let Some(m) = m {
-                        self.shard.pool.give(m.arena);
-                    }
-                    return Err(match other {
-                        Ok(Read::Eof) => End::Disconnected,
-                        Err(e) => End::Error(e),
-                        _ => {
-                            reply::DATA_TIMEOUT.write(&mut self.out);
-                            self.flush().await.err().unwrap_or(End::DataTimeout)
-                        }
-                    });
-                }
-            }
-        }
-        match self.session.chunk_done(size, last, &mut self.out) {
-            Verdict::Store => {
-                let m = m.expect("a stored chunk has a message");
-                self.commit(m).await;
-            }
-            Verdict::MoreChunks => self.inflight = m,
-            Verdict::Rejected => {
-                if let Some(m) = m {
-                    if self.session.in_transaction() {
-                        self.inflight = Some(m);
-                    } else {
-                        self.shard.pool.give(m.arena);
-                    }
-                }
-            }
+        match (self.session.chunk_done(size, last, &mut self.out), message) {
+            (Verdict::Store, Some(m)) => self.commit(m).await,
+            (Verdict::MoreChunks, Some(m)) => self.phase = Phase::Chunking(m),
+            // Refused: the message so far, if any, is dropped.
+            _ => self.phase = Phase::Commands,
         }
         Ok(())
     }
 
-    /// Copies `input[from]` into the message, spilling when the arena fills.
-    async fn keep_chunk_bytes(&mut self, m: &mut Inflight, from: std::ops::Range<usize>) {
-        let mut from = from;
-        while !from.is_empty() {
-            let budget = self.settings.config.message_memory;
-            if m.out >= budget {
-                self.spill(m).await;
-            }
-            let n = from.len().min(budget - m.out);
-            m.arena[m.out..m.out + n].copy_from_slice(&self.input[from.start..from.start + n]);
-            m.out += n;
-            m.body += n as u64;
-            from.start += n;
+    /// Reads `left` octets and drops them.
+    async fn skip(&mut self, mut left: u64) -> Result<(), End> {
+        let mut scratch = vec![0u8; left.min(READ_CHUNK as u64) as usize];
+        while left > 0 {
+            let want = left.min(scratch.len() as u64) as usize;
+            left -= self.read_body(&mut scratch[..want]).await? as u64;
         }
+        Ok(())
     }
 
-    /// Writes the commit record, waits for durability, answers.
-    async fn commit(&mut self, m: Inflight) {
-        let env = self.session.envelope();
-        let stored = StoredEnvelope {
-            id: m.msg.id(),
-            received_at_micros: now_micros(),
-            size: 0,
-            body_crc: 0,
-            chunks: 0,
-            peer: self.peer.to_string(),
-            helo: self.session.helo().unwrap_or("").to_string(),
-            mail_from: env
-                .mail_from
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default(),
-            rcpt_to: env.rcpt_to.iter().map(|r| r.to_string()).collect(),
+    /// Commits a message the session said to store, and answers.
+    async fn commit(&mut self, m: Message) {
+        let origin = Origin {
+            peer: self.peer,
+            helo: self.session.helo().unwrap_or(""),
+            envelope: self.session.envelope(),
         };
-        let total = m.msg.size() + m.out as u64;
-        let result = match m.failed {
-            Some(e) => Err(e),
-            None => m.msg.commit(stored, &m.arena[..m.out]).await,
-        };
-        self.shard.pool.give(m.arena);
-        match result {
-            Ok(id) => {
+        match m.commit(&origin).await {
+            Ok((id, total)) => {
                 self.messages += 1;
                 self.bytes += total;
-                self.shard.metrics.messages.add(1);
-                self.shard.metrics.bytes.add(total);
-                if self.shard.verbosity > 0 {
+                self.shard.metrics().messages.add(1);
+                self.shard.metrics().bytes.add(total);
+                if self.shard.logs(1) {
                     eprintln!("sluice: stored {id} from {} ({total} bytes)", self.peer);
                 }
                 self.session.stored(Ok(&id.to_string()), &mut self.out);
             }
             Err(e) => {
                 let failure = match e {
-                    StoreError::NoSpace => StoreFailure::NoSpace,
-                    StoreError::Io => StoreFailure::Io,
+                    StoreError::NoSpace(_) => StoreFailure::NoSpace,
+                    StoreError::Io(_) | StoreError::Stopped => StoreFailure::Io,
                 };
                 self.session.stored(Err(failure), &mut self.out);
             }
@@ -585,35 +405,27 @@ impl Connection {
     }
 }
 
-/// One read with a timeout, optionally interrupted by shutdown.
-async fn read_with(
-    stream: &mut Transport,
-    buf: &mut [u8],
-    timeout: Duration,
-    shutdown: Option<&super::shutdown::Shutdown>,
-) -> io::Result<Read> {
-    stream.set_read_timeout(timeout);
-    let read = async {
-        match stream.read(buf).await {
-            Ok(0) => Ok(Read::Eof),
-            Ok(n) => Ok(Read::Bytes(n)),
-            Err(e)
-                if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock =>
-            {
-                Ok(Read::Timeout)
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Read::Eof),
-            Err(e) => Err(e),
+impl BodySource for Connection {
+    type Error = End;
+
+    /// Body octets: first what the command buffer holds, then the socket
+    /// (with the data timeout; shutdown does not interrupt a body).
+    async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, End> {
+        let buffered = &self.input[self.start..];
+        if !buffered.is_empty() {
+            let n = buffered.len().min(room.len());
+            room[..n].copy_from_slice(&buffered[..n]);
+            self.start += n;
+            return Ok(n);
         }
-    };
-    match shutdown {
-        None => read.await,
-        Some(s) => {
-            future::or(read, async {
-                s.wait().await;
-                Ok(Read::Shutdown)
-            })
-            .await
+        let timeout = self.settings.config.data_timeout;
+        match self.stream.read_within(room, timeout, None).await {
+            Ok(Read::Bytes(n)) => Ok(n),
+            Ok(Read::Eof) => Err(End::Disconnected),
+            Ok(Read::Timeout) | Ok(Read::Shutdown) => Err(self
+                .say_goodbye(reply::DATA_TIMEOUT, End::DataTimeout)
+                .await),
+            Err(e) => Err(End::Error(e)),
         }
     }
 }

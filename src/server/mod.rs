@@ -1,19 +1,52 @@
-//! The server: recovery, one pinned glommio executor per core, signals.
+//! The server: recovery, one pinned glommio executor per core, signals,
+//! and the stages every connection goes through.
 //!
-//! Why it exists: it turns a validated [`Config`] into running shards and
-//! reports clearly at start-up whether they came up: recovery results per
-//! core, the addresses bound, and any reason a core could not start.
+//! Why it exists: it turns a validated [`Config`](crate::config::Config)
+//! into running shards and reports clearly at start-up whether they came
+//! up: recovery results per core, the addresses bound, and any reason a
+//! core could not start.
 //!
-//! - [`shard`]: one core's listeners, writer, buffer pool, accept loop.
+//! # The stages of a connection
+//!
+//! Each is a module with one job; a stage lets the connection go on or
+//! answers it. Later features (client limits, DNS lists, policy services,
+//! AUTH) are new stages between these, not branches inside the pump.
+//!
+//! ```text
+//!  accept ─► admission ─► PROXY header ─► greeting ─► commands ─► body intake
+//!  accept.rs  accept.rs   connection.rs  connection.rs  smtp::Session  intake.rs
+//!                                                      (sans-I/O)    (sans-I/O)
+//!        ─► verdict ─────────► commit ──────► reply
+//!           smtp::Session      message.rs     smtp::Session (250 after fsync)
+//!           (data_done,        (spool writer,
+//!            chunk_done)        group commit)
+//! ```
+//!
+//! - [`core`]: one core's main: listeners, writer task, housekeeping, stop.
+//! - [`accept`]: the accept loop and admission (`--proxy-from`,
+//!   `--max-connections`).
+//! - [`connection`]: the I/O pump of one client (read, write, timeouts,
+//!   shutdown, PROXY, STARTTLS) driving the session and the message.
+//! - [`message`]: a message in flight: queue id, trace header, intake,
+//!   spills and commit.
+//! - [`intake`]: the DATA/BDAT body receiver, sans-I/O.
+//! - [`arena`]: message buffers that return to their core's pool on drop.
+//! - [`shard`]: what one core's connections share, behind methods.
+//! - [`transport`]: plain TCP or TLS under a session; reads with timeouts.
+//! - [`settings`], [`reload`]: what sessions run with; swapped on SIGHUP.
 //! - [`backlog`]: --spool-max-bytes, undrained spool per core.
-//! - [`connection`]: one client connection.
-//! - [`reload`]: SIGHUP re-reads the configuration.
-//! - [`settings`]: what sessions run with; swapped on SIGHUP.
 //! - [`shutdown`]: SIGTERM/SIGINT to every core.
-//! - [`transport`]: plain TCP or TLS under a session.
+//!
+//! Imports go one way: `core` → `accept` → `connection` → `message` →
+//! `intake` → `arena`, each of them → `shard` → `settings`/`shutdown`.
 
+pub mod accept;
+pub mod arena;
 pub mod backlog;
 pub mod connection;
+pub mod core;
+pub mod intake;
+pub mod message;
 pub mod reload;
 pub mod settings;
 pub mod shard;
@@ -104,7 +137,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         for p in &recovery.problems {
             eprintln!("sluice: core {core}: WARNING: damaged spool record left in place: {p} (see `sluice spool verify`)");
         }
-        let start = shard::CoreStart {
+        let start = self::core::CoreStart {
             core,
             metrics: metrics[core].clone(),
             recovery,
@@ -117,7 +150,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("sluice-core-{core}"))
             .io_memory(IO_MEMORY)
-            .spawn(move || shard::run(start))
+            .spawn(move || self::core::run(start))
             .map_err(std::io::Error::from)
             .with_context(|| {
                 format!("cannot start the executor for core {core} on cpu {cpu} (is io_uring allowed, and RLIMIT_MEMLOCK at least 1 MiB? see tuning/)")

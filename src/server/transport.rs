@@ -7,16 +7,31 @@
 //! a time, so decrypted data never piles up, and whatever rustls wants to
 //! send (handshake, alerts, tickets) is written out before we wait again.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read as _, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::shutdown::Shutdown;
+
 /// Ciphertext is read this much at a time (one full TLS record and more).
 const CIPHERTEXT_READ: usize = 32 << 10;
+
+/// What a read with a time limit produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// This many octets.
+    Bytes(usize),
+    /// The client closed (or reset) the connection.
+    Eof,
+    /// The client stayed silent too long.
+    Timeout,
+    /// Shutdown interrupted the wait.
+    Shutdown,
+}
 
 /// A session's stream.
 pub enum Transport {
@@ -54,6 +69,41 @@ impl Transport {
             Transport::Plain(s) => s.read(buf).await,
             Transport::Tls(t) => t.read(buf).await,
             Transport::Closed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// One read within `timeout`; with `shutdown`, a shutdown interrupts
+    /// the wait.
+    pub async fn read_within(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+        shutdown: Option<&Shutdown>,
+    ) -> io::Result<Read> {
+        self.set_read_timeout(timeout);
+        let read = async {
+            match self.read(buf).await {
+                Ok(0) => Ok(Read::Eof),
+                Ok(n) => Ok(Read::Bytes(n)),
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        || e.kind() == io::ErrorKind::WouldBlock =>
+                {
+                    Ok(Read::Timeout)
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Read::Eof),
+                Err(e) => Err(e),
+            }
+        };
+        match shutdown {
+            None => read.await,
+            Some(s) => {
+                future::or(read, async {
+                    s.wait().await;
+                    Ok(Read::Shutdown)
+                })
+                .await
+            }
         }
     }
 

@@ -9,6 +9,10 @@
 use super::path::{check_address_literal, check_domain, parse_path, Mailbox, PathError};
 use super::reply;
 
+/// Command lines may be at most this long, CRLF included (RFC 5321
+/// §4.5.3.1.4).
+pub const MAX_LINE: usize = 512;
+
 /// The BODY= parameter of MAIL (RFC 6152).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {

@@ -28,6 +28,18 @@ pub struct Trace<'a> {
     pub unix_time: u64,
 }
 
+/// The `with` keyword of the trace header (RFC 3848, RFC 6531 §3.7.3):
+/// what the client said (HELO or EHLO, SMTPUTF8) and whether TLS was up.
+pub fn with_keyword(esmtp: bool, smtputf8: bool, tls: bool) -> &'static str {
+    match (smtputf8, esmtp, tls) {
+        (true, _, false) => "UTF8SMTP",
+        (true, _, true) => "UTF8SMTPS",
+        (false, true, false) => "ESMTP",
+        (false, true, true) => "ESMTPS",
+        (false, false, _) => "SMTP",
+    }
+}
+
 /// Appends the header, folded over lines, ending with CRLF.
 pub fn write_received(out: &mut Vec<u8>, t: &Trace<'_>) {
     let mut s = String::with_capacity(192);
@@ -178,5 +190,15 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn with_keywords_follow_rfc_3848() {
+        assert_eq!(with_keyword(false, false, false), "SMTP");
+        assert_eq!(with_keyword(false, false, true), "SMTP");
+        assert_eq!(with_keyword(true, false, false), "ESMTP");
+        assert_eq!(with_keyword(true, false, true), "ESMTPS");
+        assert_eq!(with_keyword(true, true, false), "UTF8SMTP");
+        assert_eq!(with_keyword(true, true, true), "UTF8SMTPS");
     }
 }

@@ -80,6 +80,9 @@ pub enum Action {
     StartTls,
     /// Send what was written and close the connection.
     Close,
+    /// The BDAT transaction ended without a message (RSET, HELO, EHLO):
+    /// drop the chunks received so far, keep reading command lines.
+    Abandon,
 }
 
 /// The envelope of the transaction in progress.
@@ -140,8 +143,9 @@ pub struct Session {
     state: State,
     helo: Option<String>,
     esmtp: bool,
-    /// STARTTLS completed.
-    tls: bool,
+    /// The negotiated TLS version and cipher, once STARTTLS completed
+    /// (for the trace header); the session's only record of TLS.
+    tls: Option<String>,
     /// The spool is over its undrained limit: MAIL gets 452.
     spool_full: bool,
     envelope: Envelope,
@@ -159,7 +163,7 @@ impl Session {
             state: State::Connected,
             helo: None,
             esmtp: false,
-            tls: false,
+            tls: None,
             spool_full: false,
             envelope: Envelope::default(),
             chunked: 0,
@@ -178,11 +182,12 @@ impl Session {
         self.helo.as_deref()
     }
 
-    /// The TLS handshake finished: per RFC 3207 §4.2 everything learnt
-    /// before it is forgotten, and the client must say EHLO again.
-    pub fn tls_started(&mut self) {
+    /// The TLS handshake finished (`description` names the version and
+    /// cipher): per RFC 3207 §4.2 everything learnt before it is
+    /// forgotten, and the client must say EHLO again.
+    pub fn tls_started(&mut self, description: String) {
         *self = Session {
-            tls: true,
+            tls: Some(description),
             ..Session::new(self.config.clone())
         };
     }
@@ -193,9 +198,9 @@ impl Session {
         self.spool_full = full;
     }
 
-    /// Whether the session runs over TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls
+    /// The TLS version and cipher, when the session runs over TLS.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
     }
 
     /// Whether the client said EHLO (for `with ESMTP`).
@@ -251,13 +256,23 @@ impl Session {
                 };
             }
         };
-        if self.state == State::Chunking && !allowed_while_chunking(&cmd) {
+        let chunking = self.state == State::Chunking;
+        if chunking && !allowed_while_chunking(&cmd) {
             reply::BAD_SEQUENCE.write_with(
                 out,
                 format_args!("only BDAT, RSET, EHLO, NOOP or QUIT may follow BDAT"),
             );
             return Action::ReadCommands;
         }
+        let action = self.dispatch(cmd, out);
+        if chunking && action == Action::ReadCommands && !self.in_transaction() {
+            // RSET, HELO or EHLO ended the BDAT transaction.
+            return Action::Abandon;
+        }
+        action
+    }
+
+    fn dispatch(&mut self, cmd: Command, out: &mut Vec<u8>) -> Action {
         match cmd {
             Command::Helo(name) => self.hello(name, false, out),
             Command::Ehlo(name) => self.hello(name, true, out),
@@ -319,7 +334,7 @@ impl Session {
         );
         if esmtp {
             let size = format!("SIZE {}", self.config.max_message_size);
-            let starttls = self.config.starttls && !self.tls;
+            let starttls = self.config.starttls && self.tls.is_none();
             write_multiline_ehlo(out, &greeting, &size, starttls);
         } else {
             write_line(out, 250, "", &greeting, true);
@@ -330,7 +345,7 @@ impl Session {
     fn starttls(&mut self, out: &mut Vec<u8>) -> Action {
         if !self.config.starttls {
             reply::TLS_NOT_OFFERED.write(out);
-        } else if self.tls {
+        } else if self.tls.is_some() {
             reply::BAD_SEQUENCE.write_with(out, format_args!("TLS is already active"));
         } else if self.in_transaction() {
             reply::BAD_SEQUENCE.write_with(
@@ -345,7 +360,7 @@ impl Session {
     }
 
     fn mail(&mut self, from: Option<Mailbox>, params: MailParams, out: &mut Vec<u8>) -> Action {
-        if self.config.require_tls && !self.tls && self.state != State::Connected {
+        if self.config.require_tls && self.tls.is_none() && self.state != State::Connected {
             reply::TLS_REQUIRED.write(out);
             return Action::ReadCommands;
         }

@@ -320,6 +320,30 @@ fn bdat_over_the_size_limit_is_552_and_resets() {
 }
 
 #[test]
+fn rset_or_ehlo_between_chunks_abandons_the_message() {
+    for ending in ["RSET", "EHLO c.test", "HELO c.test"] {
+        let mut t = T::new();
+        t.ready();
+        t.send("BDAT 5");
+        assert_eq!(
+            t.s.chunk_done(5, false, &mut Vec::new()),
+            Verdict::MoreChunks
+        );
+        assert_eq!(t.code("NOOP"), 250);
+        assert_eq!(t.send("NOOP").1, Action::ReadCommands, "NOOP keeps it");
+        let (reply, action) = t.send(ending);
+        assert!(reply.starts_with("250"), "{ending}: {reply}");
+        assert_eq!(action, Action::Abandon, "{ending}");
+        assert!(!t.s.in_transaction());
+        assert_eq!(
+            t.send("RSET").1,
+            Action::ReadCommands,
+            "nothing left to drop"
+        );
+    }
+}
+
+#[test]
 fn unparsable_bdat_closes_the_connection() {
     let mut t = T::new();
     t.ready();
@@ -349,8 +373,8 @@ fn starttls_is_offered_only_with_material_and_only_before_tls() {
     let (reply, action) = t.send("STARTTLS");
     assert_eq!(reply, "220 2.0.0 Ready to start TLS\r\n");
     assert_eq!(action, Action::StartTls);
-    t.s.tls_started();
-    assert!(t.s.is_tls());
+    t.s.tls_started("TLS1.3 X".into());
+    assert_eq!(t.s.tls(), Some("TLS1.3 X"));
     // RFC 3207 §4.2: the EHLO name is forgotten; EHLO must come again,
     // and it no longer offers STARTTLS.
     assert_eq!(t.s.helo(), None);
@@ -377,7 +401,7 @@ fn require_tls_refuses_mail_before_starttls_with_530() {
     let (reply, _) = t.send("MAIL FROM:<a@x.test>");
     assert_eq!(reply, "530 5.7.0 Must issue a STARTTLS command first\r\n");
     assert_eq!(t.send("STARTTLS").1, Action::StartTls);
-    t.s.tls_started();
+    t.s.tls_started("TLS1.3 X".into());
     assert_eq!(t.code("EHLO c.test"), 250);
     assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
 }

@@ -6,7 +6,10 @@
 //! its encoding in one small module makes the format easy to read and to
 //! extend with a version byte.
 
+use std::net::SocketAddr;
+
 use super::id::QueueId;
+use crate::smtp::Envelope;
 
 const VERSION: u8 = 1;
 
@@ -31,6 +34,18 @@ pub struct StoredEnvelope {
     pub mail_from: String,
     /// Forward-paths without brackets or source routes.
     pub rcpt_to: Vec<String>,
+}
+
+/// What the session knows about a message when it is committed; the
+/// writer adds what the spool knows (id, time, size, checksum, chunks).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The client (from a PROXY header, if there was one).
+    pub peer: SocketAddr,
+    /// The HELO/EHLO name; empty if none was given.
+    pub helo: &'a str,
+    /// The transaction's envelope.
+    pub envelope: &'a Envelope,
 }
 
 /// Why a commit payload does not decode.

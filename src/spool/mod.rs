@@ -29,6 +29,6 @@ pub mod tail;
 pub mod walk;
 pub mod writer;
 
-pub use envelope::StoredEnvelope;
+pub use envelope::{Origin, StoredEnvelope};
 pub use id::QueueId;
 pub use writer::{Durability, MessageWriter, SpoolWriter, StoreError, WriterConfig};

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
-use super::envelope::StoredEnvelope;
-use super::id::{IdGenerator, QueueId};
+use super::envelope::{Origin, StoredEnvelope};
+use super::id::{now_micros, IdGenerator, QueueId};
 use super::record::{self, Kind};
 use super::walk::segment_path;
 use crate::metrics::CoreMetrics;
@@ -52,20 +52,28 @@ impl std::str::FromStr for Durability {
     }
 }
 
-/// Why a record was not stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a record was not stored. Every message of a failed batch gets the
+/// same error, so the `io::Error` is shared.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The disk (or a quota or file size limit) is full.
-    NoSpace,
+    #[error("no space for the spool: {0}")]
+    NoSpace(#[source] Arc<io::Error>),
     /// Any other I/O error.
-    Io,
+    #[error("spool I/O error: {0}")]
+    Io(#[source] Arc<io::Error>),
+    /// The writer is closing or has stopped.
+    #[error("the spool writer has stopped")]
+    Stopped,
 }
 
-impl StoreError {
-    fn from_io(e: &io::Error) -> StoreError {
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> StoreError {
         match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => StoreError::NoSpace,
-            _ => StoreError::Io,
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                StoreError::NoSpace(Arc::new(e))
+            }
+            _ => StoreError::Io(Arc::new(e)),
         }
     }
 }
@@ -181,7 +189,7 @@ impl SpoolWriter {
     fn append(&self, kind: Kind, parts: &[&[u8]], durable: bool) -> Appended {
         let waiter = Rc::new(Waiter::default());
         if self.closing.get() {
-            waiter.complete(Err(StoreError::Io));
+            waiter.complete(Err(StoreError::Stopped));
             return Appended(waiter);
         }
         {
@@ -216,7 +224,7 @@ impl SpoolWriter {
             self.closing.set(true);
             let batch = std::mem::take(&mut *self.batch.borrow_mut());
             for w in batch.waiters {
-                w.complete(Err(StoreError::Io));
+                w.complete(Err(StoreError::Stopped));
             }
         }
         result
@@ -254,8 +262,9 @@ impl SpoolWriter {
                 }
             }
             self.stats.set(stats);
+            let result = result.map(|_| ());
             for w in &batch.waiters {
-                w.complete(result.map(|_| ()));
+                w.complete(result.clone());
             }
         }
         if self.config.durability == Durability::Fsync {
@@ -287,7 +296,6 @@ impl SpoolWriter {
     ) -> Result<Option<Duration>, StoreError> {
         let start = seg.len;
         if let Err(e) = seg.write_all(std::mem::take(&mut batch.buf)).await {
-            let kind = StoreError::from_io(&e);
             eprintln!(
                 "sluice: spool write to {} failed: {e}; {} message(s) refused",
                 seg.path.display(),
@@ -298,13 +306,13 @@ impl SpoolWriter {
             }
             seg.len = start;
             seg.zeroed = start;
-            return Err(kind);
+            return Err(e.into());
         }
         if batch.sync && self.config.durability == Durability::Fsync {
             let started = Instant::now();
             if let Err(e) = seg.file.fdatasync().await {
                 eprintln!("sluice: fdatasync of {} failed: {e}", seg.path.display());
-                return Err(StoreError::from_io(&e.into()));
+                return Err(io::Error::from(e).into());
             }
             return Ok(Some(started.elapsed()));
         }
@@ -460,19 +468,31 @@ impl MessageWriter {
         self.writer.append(Kind::Chunk, &[&id, data], false).await
     }
 
-    /// Writes the commit record with the last octets and waits until it is
-    /// durable. `envelope`'s id, size, checksum and chunk count are filled
-    /// in here.
-    pub async fn commit(
-        mut self,
-        mut envelope: StoredEnvelope,
-        tail: &[u8],
-    ) -> Result<QueueId, StoreError> {
+    /// Writes the commit record (the envelope of `origin`, the last
+    /// octets `tail`) and waits until it is durable.
+    pub async fn commit(mut self, origin: &Origin<'_>, tail: &[u8]) -> Result<QueueId, StoreError> {
         self.crc = crc32c::crc32c_append(self.crc, tail);
-        envelope.id = self.id;
-        envelope.size = self.size + tail.len() as u64;
-        envelope.body_crc = self.crc;
-        envelope.chunks = self.chunks;
+        let envelope = StoredEnvelope {
+            id: self.id,
+            received_at_micros: now_micros(),
+            size: self.size + tail.len() as u64,
+            body_crc: self.crc,
+            chunks: self.chunks,
+            peer: origin.peer.to_string(),
+            helo: origin.helo.to_string(),
+            mail_from: origin
+                .envelope
+                .mail_from
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            rcpt_to: origin
+                .envelope
+                .rcpt_to
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+        };
         let mut head = Vec::with_capacity(128);
         envelope.encode(&mut head);
         self.writer

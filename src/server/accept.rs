@@ -1,0 +1,109 @@
+//! The first stage of a connection: accept it, or refuse it before any
+//! session exists.
+//!
+//! Why it exists: admission decisions (who may connect at all, how many
+//! may be open) are made once per connection, before a greeting, and
+//! later limits (per client, rates, screening) belong here rather than in
+//! the session loop. An admitted connection is handed to
+//! [`connection::serve`] on its own task; a panic in it costs only that
+//! connection.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncWriteExt, FutureExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::connection;
+use super::shard::Shard;
+use crate::smtp::reply;
+
+/// Why a connection is refused before its session starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `--proxy-from` does not list the peer: closed without a word
+    /// (it is not an SMTP client).
+    NotABalancer,
+    /// The core is at `--max-connections`: 421 and close.
+    TooMany,
+}
+
+/// The admission decision for a new connection from `peer`.
+fn admit(shard: &Shard, peer: SocketAddr) -> Result<(), Refusal> {
+    let settings = shard.settings();
+    let allowed = &settings.config.proxy_from;
+    if !allowed.is_empty() && !allowed.iter().any(|c| c.contains(peer.ip())) {
+        return Err(Refusal::NotABalancer);
+    }
+    if shard.open() >= settings.config.max_connections {
+        return Err(Refusal::TooMany);
+    }
+    Ok(())
+}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown().wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: say so, back off briefly, go on.
+                eprintln!("sluice: core {}: accept failed: {e}", shard.core());
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        match admit(&shard, peer) {
+            Ok(()) => {
+                shard.opened();
+                glommio::spawn_local(serve_caught(shard.clone(), stream, peer)).detach();
+            }
+            Err(Refusal::NotABalancer) => {
+                shard.metrics().rejected.add(1);
+                eprintln!(
+                    "sluice: core {}: closed a connection from {peer}: not in --proxy-from",
+                    shard.core()
+                );
+            }
+            Err(Refusal::TooMany) => {
+                shard.metrics().rejected.add(1);
+                glommio::spawn_local(refuse(shard.clone(), stream)).detach();
+            }
+        }
+    }
+}
+
+/// Serves an admitted connection; a bug must cost one connection, not
+/// the core.
+async fn serve_caught(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let served = AssertUnwindSafe(connection::serve(shard.clone(), stream, peer))
+        .catch_unwind()
+        .await;
+    if served.is_err() {
+        eprintln!(
+            "sluice: core {}: BUG: the session with {peer} panicked; connection dropped",
+            shard.core()
+        );
+    }
+    shard.closed();
+}
+
+/// Over the connection limit: 421 and close.
+async fn refuse(shard: Rc<Shard>, mut stream: TcpStream) {
+    let mut out = Vec::new();
+    reply::TOO_MANY_CONNECTIONS.write(&mut out);
+    shard.metrics().count_replies(&out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}

@@ -1,0 +1,268 @@
+//! The body intake: one message's DATA or BDAT octets into its arena,
+//! without I/O.
+//!
+//! Why it exists: receiving a body is where memory, the size limit, the
+//! scanner and the spool meet, and where a bug loses or smuggles octets.
+//! Here it is a plain state machine that owns the message's [`Arena`] and
+//! answers one question again and again: what does it need next?
+//!
+//! - [`Need::Read`]: fill (part of) this slice with input octets, then
+//!   call [`Intake::received`];
+//! - [`Need::Spill`]: hand these stored octets to the spool as a chunk
+//!   record, then call [`Intake::spilled`] with the outcome;
+//! - [`Need::Done`]: the body (DATA) or the chunk (BDAT) is complete. For
+//!   DATA, [`Intake::leftover`] holds the octets read after the
+//!   terminator: pipelined commands, which go back to the command buffer.
+//!
+//! The connection only moves octets (from its command buffer first, then
+//! from the socket) and writes spills; every decision is here and is unit
+//! tested at every fragment size without a socket.
+//!
+//! Arena layout, DATA: `[stored: trace header + body | gap | unscanned
+//! input | room for the next read]`. The scanner unstuffs in place, so the
+//! stored body ends at or before the scanned input (the gap is the dropped
+//! dots and a held-back CR). BDAT: `[stored | room]`, no scanning.
+
+use super::arena::{arena_size, Arena, READ_CHUNK};
+use crate::scan::{BodyFlags, DataScanner};
+use crate::spool::StoreError;
+
+/// What the intake needs next.
+#[derive(Debug)]
+pub enum Need<'a> {
+    /// Put up to `len()` input octets at the start of this slice.
+    Read(&'a mut [u8]),
+    /// Write these octets to the spool as a chunk record.
+    Spill(&'a [u8]),
+    /// The body (DATA) or the current chunk (BDAT) is complete.
+    Done,
+}
+
+/// The limits a body is received under.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Stored octets beyond this are spilled to the spool.
+    pub memory: usize,
+    /// Body octets beyond this make the message too big (nothing more is
+    /// kept; the session refuses it at the end).
+    pub max_size: u64,
+}
+
+/// How the octets arrive.
+enum Mode {
+    /// DATA: scanned up to `<CRLF>.<CRLF>`.
+    Data {
+        scanner: DataScanner,
+        /// Input is scanned up to here...
+        scanned: usize,
+        /// ...and read up to here.
+        filled: usize,
+        /// The terminator was seen.
+        done: bool,
+    },
+    /// BDAT: counted; `left` octets of the current chunk still to come.
+    Chunks { left: u64 },
+}
+
+/// One message's body on its way into the arena.
+pub struct Intake {
+    arena: Arena,
+    limits: Limits,
+    mode: Mode,
+    /// The stored octets (trace header and body) are `arena[..stored]`.
+    stored: usize,
+    /// Body octets received (after unstuffing), including any dropped for
+    /// being over the size limit; the trace header does not count.
+    size: u64,
+    /// Over the size limit: octets are counted, not kept.
+    oversized: bool,
+    /// A spill failed: octets are read and dropped, the commit fails.
+    failed: Option<StoreError>,
+}
+
+impl Intake {
+    /// A DATA body whose stored form starts with `header`.
+    pub fn data(arena: Arena, header: &[u8], scanner: DataScanner, limits: Limits) -> Intake {
+        let mut scanner = scanner;
+        scanner.reset();
+        Intake::new(
+            arena,
+            header,
+            limits,
+            Mode::Data {
+                scanner,
+                scanned: header.len(),
+                filled: header.len(),
+                done: false,
+            },
+        )
+    }
+
+    /// A BDAT message whose stored form starts with `header`; call
+    /// [`Intake::chunk`] for each chunk.
+    pub fn chunks(arena: Arena, header: &[u8], limits: Limits) -> Intake {
+        Intake::new(arena, header, limits, Mode::Chunks { left: 0 })
+    }
+
+    fn new(mut arena: Arena, header: &[u8], limits: Limits, mode: Mode) -> Intake {
+        assert!(
+            arena.size() >= arena_size(limits.memory) && header.len() <= READ_CHUNK,
+            "the arena is smaller than the message memory budget needs"
+        );
+        arena.reach(header.len()).copy_from_slice(header);
+        Intake {
+            arena,
+            limits,
+            mode,
+            stored: header.len(),
+            size: 0,
+            oversized: false,
+            failed: None,
+        }
+    }
+
+    /// Starts a BDAT chunk of `size` octets.
+    pub fn chunk(&mut self, size: u64) {
+        if let Mode::Chunks { left } = &mut self.mode {
+            *left = size;
+        }
+    }
+
+    /// What is needed next.
+    pub fn need(&mut self) -> Need<'_> {
+        let keeping = !self.oversized && self.failed.is_none();
+        match &mut self.mode {
+            Mode::Data {
+                scanner,
+                scanned,
+                filled,
+                done,
+            } => {
+                if *scanned < *filled && !*done {
+                    let p = scanner.scan(&mut self.arena[..*filled], self.stored, *scanned);
+                    self.size += (p.out - self.stored) as u64;
+                    self.stored = p.out;
+                    *scanned = p.consumed;
+                    *done = p.done;
+                    if self.size > self.limits.max_size {
+                        self.oversized = true;
+                    }
+                    if self.oversized {
+                        // Nothing of a message that is too big is kept.
+                        self.stored = 0;
+                    }
+                }
+                if *done {
+                    return Need::Done;
+                }
+                // The scanner consumed all input: `scanned == filled`.
+                if self.stored >= self.limits.memory || self.arena.size() - *filled < READ_CHUNK {
+                    if self.stored > 0 && keeping && !self.oversized {
+                        return Need::Spill(&self.arena[..self.stored]);
+                    }
+                    self.slide();
+                }
+                let Mode::Data { filled, .. } = self.mode else {
+                    unreachable!("still DATA")
+                };
+                Need::Read(&mut self.arena.reach(filled + READ_CHUNK)[filled..])
+            }
+            Mode::Chunks { left } => {
+                if *left == 0 {
+                    return Need::Done;
+                }
+                let want = (*left).min(READ_CHUNK as u64) as usize;
+                if self.stored >= self.limits.memory {
+                    if keeping {
+                        return Need::Spill(&self.arena[..self.stored]);
+                    }
+                    self.stored = 0;
+                }
+                let at = self.stored;
+                Need::Read(&mut self.arena.reach(at + want)[at..])
+            }
+        }
+    }
+
+    /// `n` octets were put at the start of the last [`Need::Read`] slice.
+    pub fn received(&mut self, n: usize) {
+        match &mut self.mode {
+            Mode::Data { filled, .. } => *filled += n,
+            Mode::Chunks { left } => {
+                debug_assert!(n as u64 <= *left);
+                *left -= n as u64;
+                self.stored += n;
+                self.size += n as u64;
+                if self.size > self.limits.max_size {
+                    self.oversized = true;
+                }
+            }
+        }
+    }
+
+    /// The last [`Need::Spill`] was written (or failed with `result`).
+    pub fn spilled(&mut self, result: Result<(), StoreError>) {
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+        self.slide();
+    }
+
+    /// Forgets the stored octets (they were spilled, or are not kept) and
+    /// moves the input to the start of the arena.
+    fn slide(&mut self) {
+        if let Mode::Data {
+            scanned, filled, ..
+        } = &mut self.mode
+        {
+            // Only the gap between the body and the input must survive:
+            // its length, not its contents (the scanner writes into it).
+            let gap = *scanned - self.stored;
+            debug_assert_eq!(scanned, filled, "spills happen between reads");
+            *scanned = gap;
+            *filled = gap;
+        }
+        self.stored = 0;
+    }
+
+    /// DATA: the octets read after the terminator (pipelined commands).
+    pub fn leftover(&self) -> &[u8] {
+        match &self.mode {
+            Mode::Data {
+                scanned,
+                filled,
+                done: true,
+                ..
+            } => &self.arena[*scanned..*filled],
+            _ => &[],
+        }
+    }
+
+    /// Body octets received so far (after unstuffing, without the trace
+    /// header), including any over the size limit.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What the scanner noticed about a DATA body.
+    pub fn flags(&self) -> BodyFlags {
+        match &self.mode {
+            Mode::Data { scanner, .. } => scanner.flags(),
+            Mode::Chunks { .. } => BodyFlags::default(),
+        }
+    }
+
+    /// The stored octets not yet spilled: the commit record carries them.
+    pub fn stored(&self) -> &[u8] {
+        &self.arena[..self.stored]
+    }
+
+    /// Why a spill failed, if one did (the message cannot be committed).
+    pub fn failure(&self) -> Option<&StoreError> {
+        self.failed.as_ref()
+    }
+}
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;
