@@ -142,13 +142,9 @@ fn verify(spool: &Path) -> Result<bool> {
                         );
                     }
                 }
-                Event::Problem {
-                    segment,
-                    offset,
-                    what,
-                } => {
+                Event::Problem(p) => {
                     problems += 1;
-                    println!("core-{core} segment {segment} offset {offset}: {what}");
+                    println!("core-{core} {p}");
                 }
                 Event::SegmentEnd { .. } => {}
             }

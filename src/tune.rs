@@ -153,8 +153,9 @@ fn fs_type(path: &Path) -> Option<String> {
         p = p.parent()?;
     }
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statfs fills the zeroed struct we own from a valid C string.
+    // SAFETY: statfs is plain integers; all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs fills the struct we own from a valid C string.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }

@@ -460,8 +460,10 @@ pub fn parse_cores(spec: Option<&str>, online: &[usize]) -> Result<Vec<usize>> {
 
 /// The CPUs this process may run on.
 fn online_cpus() -> Result<Vec<usize>> {
-    // SAFETY: sched_getaffinity writes into the zeroed set we own.
+    // SAFETY: cpu_set_t is plain bits; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most the size given into the
+    // set we own.
     let rc =
         unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
@@ -471,6 +473,7 @@ fn online_cpus() -> Result<Vec<usize>> {
         );
     }
     Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads bit `c` of the set, `c < CPU_SETSIZE`.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect())
 }

@@ -109,10 +109,10 @@ impl CoreDrain {
                 inflight_bytes += c.found.envelope.size;
                 inflight.push_back(self.send(c).await?);
             }
-            for (segment, offset, what) in &tail.problems[reported_problems..] {
+            for p in &tail.problems[reported_problems..] {
                 eprintln!(
-                    "sluice drain: core {}: damaged record in finished segment {segment} at offset {offset}: {what}; skipped (see `sluice spool verify`)",
-                    self.core
+                    "sluice drain: core {}: damaged record in finished segment {} at offset {}: {}; skipped (see `sluice spool verify`)",
+                    self.core, p.segment, p.offset, p.defect
                 );
             }
             reported_problems = tail.problems.len();

@@ -155,14 +155,18 @@ macro_rules! x86_move_down {
         pub unsafe fn $name(base: *mut u8, at: usize, gap: usize, blocks: usize) {
             use std::arch::x86_64::{$load, $store, $vec};
             debug_assert!([1, 2, 4].contains(&blocks) && gap <= at);
-            // SAFETY (both): the caller keeps `at..at + 64 * blocks` inside
-            // the buffer at `base`, and with `gap <= at` the octets it
-            // moves to are inside it too.
             let load = |from: usize| -> [$vec; 64 / $lanes] {
-                std::array::from_fn(|k| unsafe { $load(base.add(from + k * $lanes).cast()) })
+                std::array::from_fn(|k| {
+                    // SAFETY: the caller keeps `at..at + 64 * blocks`
+                    // inside the buffer at `base`; `from` is one of those
+                    // blocks.
+                    unsafe { $load(base.add(from + k * $lanes).cast()) }
+                })
             };
             let store = |to: usize, block: [$vec; 64 / $lanes]| {
                 for (k, v) in block.into_iter().enumerate() {
+                    // SAFETY: with `gap <= at`, the block's new place
+                    // `to = at - gap + ..` is inside the buffer too.
                     unsafe { $store(base.add(to + k * $lanes).cast(), v) };
                 }
             };

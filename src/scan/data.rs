@@ -67,13 +67,14 @@ macro_rules! skip_blocks_compiled_for {
                 i,
                 end,
                 line_from,
-                // SAFETY (all): `skip_blocks` calls this only where
-                // `Simd::detect` found the feature (and the moves' callers
-                // keep to `move_down`'s bounds).
                 Kit {
+                    // SAFETY: `skip_blocks` calls this only where
+                    // `Simd::detect` found the feature.
                     masks: |b: &[u8; 64]| unsafe { $masks(b) },
+                    // SAFETY: as for `masks`.
                     clean: |w: &[u8; 65]| unsafe { $clean(w) },
-                    move_down: |base, at, gap, blocks| unsafe { $move_down(base, at, gap, blocks) },
+                    // Still `unsafe` to call: it moves through a raw pointer.
+                    move_down: $move_down,
                 },
             )
         }
@@ -340,11 +341,7 @@ impl DataScanner {
         mut i: usize,
         end: usize,
         line_from: &mut usize,
-        kit: Kit<
-            impl Fn(&[u8; 64]) -> Masks,
-            impl Fn(&[u8; 65]) -> Clean,
-            impl Fn(*mut u8, usize, usize, usize),
-        >,
+        kit: Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean>,
     ) -> Skipped {
         let mut exact = Exact {
             prev_cr: 0,
@@ -451,32 +448,28 @@ impl DataScanner {
     }
 }
 
-/// One SIMD level's block functions (see `blocks`), as closures made
-/// inside that level's `skip_blocks_*`, so that they are compiled, and
-/// inlined, with its CPU features.
-struct Kit<M, C, V> {
+/// Moves `blocks` checked blocks at `at` down by `gap` octets (see
+/// `blocks::move_down` for the bounds a caller must keep).
+type MoveDown = unsafe fn(base: *mut u8, at: usize, gap: usize, blocks: usize);
+
+/// One SIMD level's block functions (see `blocks`), made inside that
+/// level's `skip_blocks_*`, so that they are compiled, and inlined, with
+/// its CPU features. The checks are safe closures (they read references
+/// and the level's feature is known); the move is an `unsafe fn`, so
+/// every call of it must say why its raw pointer stays in bounds.
+struct Kit<M, C> {
     masks: M,
     clean: C,
-    /// Called only within the bounds `blocks::move_down` states.
-    move_down: V,
+    move_down: MoveDown,
 }
 
 /// The baseline level's [`Kit`]: SSE2 on x86_64, byte loops elsewhere.
-#[allow(
-    clippy::type_complexity,
-    reason = "the same three closure types `skip_blocks_with` takes"
-)]
 #[inline(always)]
-fn baseline_kit() -> Kit<
-    impl Fn(&[u8; 64]) -> Masks,
-    impl Fn(&[u8; 65]) -> Clean,
-    impl Fn(*mut u8, usize, usize, usize),
-> {
+fn baseline_kit() -> Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean> {
     Kit {
         masks,
         clean,
-        // SAFETY: the moves' callers keep to `move_down`'s bounds.
-        move_down: |base, at, gap, blocks| unsafe { move_down(base, at, gap, blocks) },
+        move_down,
     }
 }
 
@@ -530,11 +523,7 @@ fn clean_run(
     end: usize,
     line_start: usize,
     max: usize,
-    kit: &Kit<
-        impl Fn(&[u8; 64]) -> Masks,
-        impl Fn(&[u8; 65]) -> Clean,
-        impl Fn(*mut u8, usize, usize, usize),
-    >,
+    kit: &Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean>,
 ) -> CleanRun {
     let mut bound = line_start;
     // Whether `bound` is the start of a block with a LF (else it is exact).
@@ -576,7 +565,9 @@ fn clean_run(
                         bound = last_lf_block(i, [a.lf, b.lf], bound);
                         bound_is_block |= has_lf;
                         if gap > 0 {
-                            (kit.move_down)(buf.as_mut_ptr(), i, gap, 2);
+                            // SAFETY: the first two windows are inside
+                            // `buf`, and `gap <= i` (see above).
+                            unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 2) };
                         }
                         i += 128;
                     }
@@ -585,7 +576,9 @@ fn clean_run(
                 bound = last_lf_block(i, [a.lf, b.lf, c.lf, d.lf], bound);
                 bound_is_block |= has_lf;
                 if gap > 0 {
-                    (kit.move_down)(buf.as_mut_ptr(), i, gap, 4);
+                    // SAFETY: all four windows are inside `buf`, and
+                    // `gap <= i` (see above).
+                    unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 4) };
                 }
                 i += 256;
             }
@@ -622,8 +615,9 @@ fn clean_run(
             break;
         }
         if gap > 0 {
-            // Within `move_down`'s bounds: as for the window, and `gap <= i`.
-            (kit.move_down)(buf.as_mut_ptr(), i, gap, 1);
+            // SAFETY: the block is inside `buf` as the window is, and
+            // `gap <= i`.
+            unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 1) };
         }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;

@@ -12,7 +12,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::cursor::{self, Cursor};
-use super::record::{Kind, HEADER_LEN, MAGIC, MAX_PAYLOAD};
+use super::record::{Header, Kind, HEADER_LEN};
 use super::walk::list_segments;
 
 /// Octets in `dir`'s segments after its drain cursor (all of them when no
@@ -58,13 +58,12 @@ pub fn undrained_messages(dir: &Path, cursor: Option<&Cursor>) -> io::Result<u64
         let mut r = BufReader::with_capacity(64 << 10, file);
         r.seek(SeekFrom::Start(start))?;
         let mut head = [0u8; HEADER_LEN];
-        while r.read_exact(&mut head).is_ok() && head[..4] == MAGIC {
-            let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
-            if len > MAX_PAYLOAD {
+        while r.read_exact(&mut head).is_ok() {
+            let Ok(Some(header)) = Header::parse(&head) else {
                 break;
-            }
-            count += u64::from(Kind::from_u8(head[4]) == Some(Kind::Commit));
-            r.seek_relative(len as i64)?;
+            };
+            count += u64::from(header.kind == Kind::Commit);
+            r.seek_relative(i64::from(header.len))?;
         }
     }
     Ok(count)

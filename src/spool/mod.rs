@@ -29,6 +29,9 @@ pub mod tail;
 pub mod walk;
 pub mod writer;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use envelope::{Origin, StoredEnvelope};
 pub use id::QueueId;
 pub use writer::{Durability, MessageWriter, SpoolWriter, StoreError, WriterConfig};

@@ -98,6 +98,43 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// A record header's fields, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What the record holds.
+    pub kind: Kind,
+    /// Payload octets after the header.
+    pub len: u32,
+    /// The CRC32C the payload (with kind, reserved and length) must have.
+    pub crc: u32,
+}
+
+impl Header {
+    /// Reads a header: `Ok(None)` where the records end (all zeroes, as
+    /// the writer prepares them ahead), `Err` for anything that is not a
+    /// header. Every reader of segments parses headers here.
+    pub fn parse(head: &[u8; HEADER_LEN]) -> Result<Option<Header>, Damage> {
+        if head.iter().all(|&b| b == 0) {
+            return Ok(None);
+        }
+        if head[..4] != MAGIC {
+            return Err(Damage::BadMagic);
+        }
+        let kind = Kind::from_u8(head[4]).ok_or(Damage::BadKind(head[4]))?;
+        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if len as usize > MAX_PAYLOAD {
+            return Err(Damage::BadLength(len));
+        }
+        let crc = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
+        Ok(Some(Header { kind, len, crc }))
+    }
+
+    /// Whether `payload` is what this header's checksum covers.
+    pub fn checks(&self, head: &[u8; HEADER_LEN], payload: &[u8]) -> bool {
+        crc32c::crc32c_append(crc32c::crc32c(&head[4..12]), payload) == self.crc
+    }
+}
+
 /// One step of [`RecordReader::next`].
 #[derive(Debug)]
 pub enum Step {
@@ -149,7 +186,7 @@ impl<R: Read> RecordReader<R> {
         let mut head = [0u8; HEADER_LEN];
         let got = read_full(&mut self.input, &mut head)?;
         // The writer keeps zeroes ahead of the records: an all-zero header
-        // is where the records end.
+        // (or the zero start of one the file cuts short) is where they end.
         if got == 0 || head[..got].iter().all(|&b| b == 0) {
             return Ok(Step::End);
         }
@@ -157,25 +194,20 @@ impl<R: Read> RecordReader<R> {
         if got < HEADER_LEN {
             return damaged(Damage::Torn);
         }
-        if head[..4] != MAGIC {
-            return damaged(Damage::BadMagic);
-        }
-        let Some(kind) = Kind::from_u8(head[4]) else {
-            return damaged(Damage::BadKind(head[4]));
+        let header = match Header::parse(&head) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Step::End),
+            Err(damage) => return damaged(damage),
         };
-        let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if len as usize > MAX_PAYLOAD {
-            return damaged(Damage::BadLength(len));
-        }
+        let len = header.len;
         self.payload.resize(len as usize, 0);
         if read_full(&mut self.input, &mut self.payload)? < len as usize {
             return damaged(Damage::Torn);
         }
-        let want = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes"));
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&head[4..12]), &self.payload);
-        if crc != want {
+        if !header.checks(&head, &self.payload) {
             return damaged(Damage::BadChecksum);
         }
+        let kind = header.kind;
         self.offset += framed_len(len as usize);
         Ok(Step::Record { kind, offset: at })
     }

@@ -23,7 +23,9 @@ use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::record::{Kind, RecordReader, Step};
-use super::walk::{chunk_loc, committed, list_segments, segment_path, ChunkLoc, Found};
+use super::walk::{
+    chunk_loc, committed, list_segments, segment_path, ChunkLoc, Defect, Found, Problem,
+};
 
 /// Chunks whose message started this long before the newest commit seen
 /// are orphans of a crash (their commit will never come); they no longer
@@ -46,8 +48,8 @@ pub struct Tail {
     offset: u64,
     pending: HashMap<u64, Vec<ChunkLoc>>,
     newest_commit_micros: u64,
-    /// Damage found in finished segments: (segment, offset, what).
-    pub problems: Vec<(u64, u64, String)>,
+    /// Damage found in finished segments.
+    pub problems: Vec<Problem>,
     /// The position asked for at open was past the end of the records.
     pub cursor_ahead: Option<(u64, u64)>,
 }
@@ -147,8 +149,7 @@ impl Tail {
                         if newer.is_none() {
                             return Ok(out);
                         }
-                        self.problems
-                            .push((self.segment, offset, damage.to_string()));
+                        self.problem(offset, Defect::Damaged(damage));
                         break true;
                     }
                     Step::Record { kind, offset } => {
@@ -156,11 +157,7 @@ impl Tail {
                         match kind {
                             Kind::Chunk => match chunk_loc(self.segment, offset, payload) {
                                 Some((id, loc)) => self.pending.entry(id).or_default().push(loc),
-                                None => self.problems.push((
-                                    self.segment,
-                                    offset,
-                                    "chunk record without a queue id".into(),
-                                )),
+                                None => self.problem(offset, Defect::ChunkWithoutId),
                             },
                             Kind::Commit => {
                                 match committed(self.segment, offset, payload, &mut self.pending) {
@@ -173,7 +170,7 @@ impl Tail {
                                             end: (self.segment, reader.offset()),
                                         });
                                     }
-                                    Err(what) => self.problems.push((self.segment, offset, what)),
+                                    Err(defect) => self.problem(offset, defect),
                                 }
                             }
                         }
@@ -188,6 +185,14 @@ impl Tail {
         }
     }
 
+    fn problem(&mut self, offset: u64, defect: Defect) {
+        self.problems.push(Problem {
+            segment: self.segment,
+            offset,
+            defect,
+        });
+    }
+
     fn move_to(&mut self, segment: u64) {
         self.segment = segment;
         self.offset = 0;
@@ -197,44 +202,7 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::envelope::StoredEnvelope;
-    use crate::spool::id::QueueId;
-    use crate::spool::record::encode;
-    use std::io::Write;
-
-    fn commit(id: u64, chunks: u32, inline: &[u8]) -> Vec<u8> {
-        let env = StoredEnvelope {
-            id: QueueId(id),
-            received_at_micros: id >> 8,
-            size: 0,
-            body_crc: 0,
-            chunks,
-            peer: "127.0.0.1:1".into(),
-            helo: "h".into(),
-            mail_from: "a@b".into(),
-            rcpt_to: vec!["c@d".into()],
-        };
-        let mut payload = Vec::new();
-        env.encode(&mut payload);
-        let mut out = Vec::new();
-        encode(&mut out, Kind::Commit, &[&payload, inline]);
-        out
-    }
-
-    fn chunk(id: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode(&mut out, Kind::Chunk, &[&id.to_le_bytes(), data]);
-        out
-    }
-
-    fn append(dir: &Path, segment: u64, bytes: &[u8]) {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, segment))
-            .unwrap();
-        f.write_all(bytes).unwrap();
-    }
+    use crate::spool::fixtures::{append, chunk, commit};
 
     fn ids(v: &[Committed]) -> Vec<u64> {
         v.iter().map(|c| c.found.envelope.id.0).collect()
@@ -310,6 +278,6 @@ mod tests {
         append(d, 2, &commit(2 << 8, 0, b"b"));
         assert_eq!(ids(&t.poll(10).unwrap()), vec![2 << 8]);
         assert_eq!(t.problems.len(), 1);
-        assert_eq!(t.problems[0].0, 1);
+        assert_eq!(t.problems[0].segment, 1);
     }
 }

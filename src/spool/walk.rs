@@ -13,8 +13,9 @@ use std::io::{self, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::envelope::StoredEnvelope;
-use super::record::{framed_len, Kind, RecordReader, Step, HEADER_LEN};
+use super::envelope::{DecodeError, StoredEnvelope};
+use super::id::QueueId;
+use super::record::{framed_len, Damage, Kind, RecordReader, Step, HEADER_LEN};
 
 /// `spool/core-<k>`.
 pub fn core_dir(spool: &Path, core: usize) -> PathBuf {
@@ -91,17 +92,71 @@ pub struct Found {
     pub inline: Vec<u8>,
 }
 
+/// What is wrong at a place in a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Defect {
+    /// The record there is torn or damaged; nothing after it in the
+    /// segment can be trusted.
+    Damaged(Damage),
+    /// A chunk record too short to hold its queue id.
+    ChunkWithoutId,
+    /// A commit record whose envelope does not decode.
+    BadEnvelope(DecodeError),
+    /// A commit record whose chunks are not all there.
+    MissingChunks {
+        id: QueueId,
+        expected: u32,
+        found: usize,
+    },
+    /// Non-zero octets after the last record, up to this offset.
+    TrailingBytes { up_to: u64 },
+}
+
+impl std::fmt::Display for Defect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Defect::Damaged(d) => d.fmt(f),
+            Defect::ChunkWithoutId => f.write_str("chunk record without a queue id"),
+            Defect::BadEnvelope(e) => e.fmt(f),
+            Defect::MissingChunks {
+                id,
+                expected,
+                found,
+            } => write!(f, "message {id} expects {expected} chunks, found {found}"),
+            Defect::TrailingBytes { up_to } => write!(
+                f,
+                "unexpected non-zero bytes after the last record, up to offset {up_to}"
+            ),
+        }
+    }
+}
+
+/// A defect and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub segment: u64,
+    pub offset: u64,
+    pub defect: Defect,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "segment {} offset {}: {}",
+            self.segment, self.offset, self.defect
+        )
+    }
+}
+
 /// What a walk reports, in segment order.
 #[derive(Debug)]
 pub enum Event {
     /// A committed message.
     Message(Found),
-    /// A problem at a place; records after it in that segment are not read.
-    Problem {
-        segment: u64,
-        offset: u64,
-        what: String,
-    },
+    /// A problem at a place; after damage, records after it in that
+    /// segment are not read.
+    Problem(Problem),
     /// A segment ended. `data_end` is where its last non-zero octet ends
     /// (the records, plus any damaged or torn bytes after them; zeroes the
     /// writer prepared ahead do not count) and `last_commit_end` where its
@@ -129,11 +184,7 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                 Step::End => break,
                 Step::Damaged { offset, damage } => {
                     damaged = true;
-                    f(Event::Problem {
-                        segment,
-                        offset,
-                        what: damage.to_string(),
-                    })?;
+                    f(problem(segment, offset, Defect::Damaged(damage)))?;
                     break;
                 }
                 Step::Record { kind, offset } => {
@@ -141,13 +192,13 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                     match kind {
                         Kind::Chunk => match chunk_loc(segment, offset, payload) {
                             Some((id, loc)) => pending.entry(id).or_default().push(loc),
-                            None => f(problem(segment, offset, "chunk record without a queue id"))?,
+                            None => f(problem(segment, offset, Defect::ChunkWithoutId))?,
                         },
                         Kind::Commit => {
                             last_commit_end = offset + framed_len(payload.len());
                             match committed(segment, offset, payload, &mut pending) {
                                 Ok(found) => f(Event::Message(found))?,
-                                Err(what) => f(problem(segment, offset, &what))?,
+                                Err(defect) => f(problem(segment, offset, defect))?,
                             }
                         }
                     }
@@ -160,9 +211,7 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
             f(problem(
                 segment,
                 records_end,
-                &format!(
-                    "unexpected non-zero bytes after the last record, up to offset {data_end}"
-                ),
+                Defect::TrailingBytes { up_to: data_end },
             ))?;
         }
         f(Event::SegmentEnd {
@@ -197,16 +246,15 @@ pub fn committed(
     offset: u64,
     payload: &[u8],
     pending: &mut HashMap<u64, Vec<ChunkLoc>>,
-) -> Result<Found, String> {
-    let (envelope, inline) = StoredEnvelope::decode(payload).map_err(|e| e.to_string())?;
+) -> Result<Found, Defect> {
+    let (envelope, inline) = StoredEnvelope::decode(payload).map_err(Defect::BadEnvelope)?;
     let chunks = pending.remove(&envelope.id.0).unwrap_or_default();
     if chunks.len() != envelope.chunks as usize {
-        return Err(format!(
-            "message {} expects {} chunks, found {}",
-            envelope.id,
-            envelope.chunks,
-            chunks.len()
-        ));
+        return Err(Defect::MissingChunks {
+            id: envelope.id,
+            expected: envelope.chunks,
+            found: chunks.len(),
+        });
     }
     Ok(Found {
         inline: inline.to_vec(),
@@ -236,12 +284,12 @@ fn nonzero_end(path: &Path, from: u64) -> io::Result<u64> {
     Ok(end)
 }
 
-fn problem(segment: u64, offset: u64, what: &str) -> Event {
-    Event::Problem {
+fn problem(segment: u64, offset: u64, defect: Defect) -> Event {
+    Event::Problem(Problem {
         segment,
         offset,
-        what: what.to_string(),
-    }
+        defect,
+    })
 }
 
 /// Reads a found message's stored octets (trace header + body).
@@ -275,4 +323,112 @@ pub fn check_message(m: &Found, data: &[u8]) -> Result<(), String> {
         return Err(format!("message {}: body checksum mismatch", m.envelope.id));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::fixtures::{append, chunk, commit};
+
+    fn events(dir: &Path) -> (Vec<Found>, Vec<Problem>) {
+        let (mut found, mut problems) = (Vec::new(), Vec::new());
+        walk_core(dir, |e| {
+            match e {
+                Event::Message(m) => found.push(m),
+                Event::Problem(p) => problems.push(p),
+                Event::SegmentEnd { .. } => {}
+            }
+            Ok(())
+        })
+        .unwrap();
+        (found, problems)
+    }
+
+    #[test]
+    fn chunks_in_earlier_segments_join_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        append(d, 1, &chunk(5 << 8, b"one "));
+        append(d, 1, &commit(4 << 8, 0, b"other"));
+        append(d, 2, &chunk(5 << 8, b"two "));
+        append(d, 3, &commit(5 << 8, 2, b"three"));
+        let (found, problems) = events(d);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(found.len(), 2);
+        assert_eq!(read_message(d, &found[0]).unwrap(), b"other");
+        let m = &found[1];
+        assert_eq!((m.segment, m.offset), (3, 0));
+        assert_eq!(
+            m.chunks.iter().map(|c| c.segment).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(read_message(d, m).unwrap(), b"one two three");
+    }
+
+    #[test]
+    fn each_kind_of_defect_is_reported_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let short = {
+            let mut out = Vec::new();
+            crate::spool::record::encode(&mut out, Kind::Chunk, &[b"1234"]);
+            out
+        };
+        append(d, 1, &short);
+        let missing = commit(6 << 8, 1, b"lost its chunk");
+        append(d, 1, &missing);
+        let end = (short.len() + missing.len()) as u64;
+        append(d, 1, &[0, 0, 0, 0, 7, 0]);
+        let (found, problems) = events(d);
+        assert!(found.is_empty());
+        assert_eq!(
+            problems,
+            vec![
+                Problem {
+                    segment: 1,
+                    offset: 0,
+                    defect: Defect::ChunkWithoutId
+                },
+                Problem {
+                    segment: 1,
+                    offset: short.len() as u64,
+                    defect: Defect::MissingChunks {
+                        id: QueueId(6 << 8),
+                        expected: 1,
+                        found: 0
+                    }
+                },
+                Problem {
+                    segment: 1,
+                    offset: end,
+                    defect: Defect::Damaged(crate::spool::record::Damage::Torn)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn zeroes_after_the_records_are_clean_and_other_octets_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let one = commit(1 << 8, 0, b"x");
+        append(d, 1, &one);
+        append(d, 1, &[0u8; 64]);
+        assert!(events(d).1.is_empty());
+        let mut tail = vec![0u8; 64];
+        tail[40] = 9;
+        append(d, 2, &commit(2 << 8, 0, b"y"));
+        append(d, 2, &tail);
+        let (found, problems) = events(d);
+        assert_eq!(found.len(), 2);
+        let records_end = one.len() as u64;
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].segment, 2);
+        assert_eq!(
+            problems[0].defect,
+            Defect::TrailingBytes {
+                up_to: records_end + 41
+            }
+        );
+    }
 }

@@ -501,3 +501,207 @@ impl MessageWriter {
         Ok(self.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+    use crate::smtp::path::Mailbox;
+    use crate::smtp::Envelope;
+    use crate::spool::walk::{check_message, list_segments, read_message, walk_core, Event, Found};
+
+    /// Runs `writes` on a glommio executor against a writer on `dir`
+    /// (started at segment 1, closed after), and returns its results.
+    fn with_writer<T: Send + 'static>(
+        dir: &Path,
+        segment_size: u64,
+        writes: impl FnOnce(Rc<SpoolWriter>) -> Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+    ) -> T {
+        let dir = dir.canonicalize().unwrap();
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(512 << 10)
+            .spawn(move || async move {
+                let config = WriterConfig {
+                    dir,
+                    core: 3,
+                    segment_size,
+                    durability: Durability::Fsync,
+                };
+                let w = SpoolWriter::new(config, None, Arc::default());
+                let task = glommio::spawn_local(w.clone().run(1));
+                let out = writes(w.clone()).await;
+                w.close();
+                task.await.expect("the writer task ends cleanly");
+                out
+            })
+            .expect("an executor")
+            .join()
+            .expect("no panic")
+    }
+
+    fn envelope() -> Envelope {
+        let mailbox = |local: &str, domain: &str| Mailbox {
+            local: local.into(),
+            domain: domain.into(),
+        };
+        Envelope {
+            mail_from: Some(mailbox("from", "client.test")),
+            rcpt_to: vec![mailbox("a", "x.test"), mailbox("b", "x.test")],
+            ..Envelope::default()
+        }
+    }
+
+    /// Commits a message of `chunks` then `tail`; its id or the error.
+    async fn store(
+        w: &Rc<SpoolWriter>,
+        chunks: &[&[u8]],
+        tail: &[u8],
+    ) -> Result<QueueId, StoreError> {
+        let env = envelope();
+        let origin = Origin {
+            peer: "192.0.2.7:2525".parse::<SocketAddr>().unwrap(),
+            helo: "client.test",
+            envelope: &env,
+        };
+        let mut m = w.message(w.next_id());
+        for c in chunks {
+            m.chunk(c).await?;
+        }
+        m.commit(&origin, tail).await
+    }
+
+    fn messages(dir: &Path) -> Vec<(Found, Vec<u8>)> {
+        let mut out = Vec::new();
+        walk_core(dir, |e| {
+            match e {
+                Event::Message(m) => {
+                    let data = read_message(dir, &m)?;
+                    check_message(&m, &data).expect("size and checksum match");
+                    out.push((m, data));
+                }
+                Event::Problem(p) => panic!("{p}"),
+                Event::SegmentEnd { .. } => {}
+            }
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn chunks_and_commit_read_back_with_the_envelope_the_session_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = with_writer(dir.path(), 256 << 20, |w| {
+            Box::pin(async move {
+                let a = store(&w, &[b"part one, ", b"part two, "], b"the end").await;
+                let b = store(&w, &[], b"short").await;
+                (a.unwrap(), b.unwrap())
+            })
+        });
+        let found = messages(dir.path());
+        assert_eq!(found.len(), 2);
+        let (m, data) = &found[0];
+        assert_eq!(data, b"part one, part two, the end");
+        let e = &m.envelope;
+        assert_eq!((e.id, e.chunks, e.size), (ids.0, 2, data.len() as u64));
+        assert_eq!(e.id.core(), 3);
+        assert_eq!(e.peer, "192.0.2.7:2525");
+        assert_eq!(e.helo, "client.test");
+        assert_eq!(e.mail_from, "from@client.test");
+        assert_eq!(e.rcpt_to, ["a@x.test", "b@x.test"]);
+        assert_eq!(found[1].1, b"short");
+        assert!(ids.1 > ids.0);
+    }
+
+    #[test]
+    fn segments_roll_at_their_size_and_keep_every_message_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let expected = body.clone();
+        let ids = with_writer(dir.path(), 64 << 10, move |w| {
+            Box::pin(async move {
+                let mut ids = Vec::new();
+                for _ in 0..40 {
+                    ids.push(store(&w, &[&body[..1000]], &body[1000..]).await.unwrap());
+                }
+                ids
+            })
+        });
+        let segments = list_segments(dir.path()).unwrap();
+        assert!(segments.len() >= 3, "{} segments", segments.len());
+        for (_, path) in &segments[..segments.len() - 1] {
+            let len = std::fs::metadata(path).unwrap().len();
+            assert!(len >= 64 << 10, "a segment rolled early at {len}");
+            assert!(
+                len < (64 << 10) + 2 * 5200,
+                "a segment rolled late at {len}"
+            );
+        }
+        let found = messages(dir.path());
+        let got: Vec<QueueId> = found.iter().map(|(m, _)| m.envelope.id).collect();
+        assert_eq!(got, ids);
+        assert!(found.iter().all(|(_, data)| *data == expected));
+    }
+
+    /// Set in the child process the failed-write test runs itself in: a
+    /// file size limit is process-wide, so it must not reach other tests.
+    const FSIZE_CHILD: &str = "SLUICE_TEST_FSIZE_CHILD";
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_refused_and_later_writes_go_on() {
+        let name =
+            "spool::writer::tests::a_failed_write_is_cut_back_and_refused_and_later_writes_go_on";
+        if std::env::var_os(FSIZE_CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .env(FSIZE_CHILD, "1")
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{log}");
+            assert!(log.contains("1 passed"), "the child ran the test: {log}");
+            return;
+        }
+        // SAFETY: plain libc calls on this (child) process: ignoring
+        // SIGXFSZ makes writes past the limit fail instead of killing us.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let segment = crate::spool::walk::segment_path(&dir.path().canonicalize().unwrap(), 1);
+        let big = vec![b'b'; 400 << 10];
+        let (results, lens) = with_writer(dir.path(), 256 << 20, move |w| {
+            Box::pin(async move {
+                let len = || std::fs::metadata(&segment).unwrap().len();
+                let a = store(&w, &[], b"fits").await;
+                let after_a = len();
+                let b = store(&w, &[], &big).await;
+                let after_b = len();
+                let c = store(&w, &[], b"fits again").await;
+                let results = [a, b, c].map(|r| r.map_err(|e| e.to_string()));
+                (results, (after_a, after_b))
+            })
+        });
+        assert_eq!(lens.0, lens.1, "the failed write is cut back at once");
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        let refused = results[1].as_ref().unwrap_err();
+        assert!(refused.starts_with("no space for the spool"), "{refused}");
+        let found = messages(dir.path());
+        let data: Vec<&[u8]> = found.iter().map(|(_, d)| &d[..]).collect();
+        assert_eq!(
+            data,
+            [&b"fits"[..], b"fits again"],
+            "nothing of the refused one"
+        );
+    }
+}

@@ -361,7 +361,7 @@ fn sigterm_while_nats_is_down_saves_the_cursor_and_exits_cleanly() {
     eventually(Duration::from_secs(30), "retries", || {
         drain.log().contains("retrying in").then_some(())
     });
-    unsafe { libc::kill(drain.child.id() as i32, libc::SIGTERM) };
+    crate::support::signal(drain.child.id(), libc::SIGTERM);
     let status = eventually(Duration::from_secs(20), "the drain to exit", || {
         drain.child.try_wait().unwrap()
     });

@@ -22,7 +22,7 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_transactions() {
     let mut busy = s.connect();
     busy.open_data();
     busy.send(b"Subject: in flight\r\n\r\nhalf");
-    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    crate::support::signal(s.child.id(), libc::SIGTERM);
     let reply = idle.reply();
     assert!(reply.starts_with("421 4.3.2 "), "{reply}");
     assert!(idle.closed());

@@ -6,7 +6,7 @@ use crate::support::*;
 use crate::tls::Material;
 
 fn hup(server: &Server) {
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) };
+    crate::support::signal(server.child.id(), libc::SIGHUP);
 }
 
 /// Sends SIGHUP and waits for the `nth` reload line (1-based).

@@ -143,11 +143,11 @@ fn sigkill_mid_load_loses_no_acknowledged_message_and_restart_continues() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let mut s = Server::start_on(&spool, &["--cores", "2"]);
-    let pid = s.child.id() as i32;
+    let pid = s.child.id();
     let addr = s.addr;
     let killer = thread::spawn(move || {
         thread::sleep(Duration::from_millis(1500));
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        crate::support::signal(pid, libc::SIGKILL);
     });
     // Silence the panic messages of connections cut by the kill.
     let hook = std::panic::take_hook();
@@ -356,6 +356,8 @@ fn disk_full_gets_452_nothing_partial_and_recovers() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setrlimit, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
@@ -390,6 +392,8 @@ fn disk_full_gets_452_nothing_partial_and_recovers() {
         rlim_max: libc::RLIM_INFINITY,
     };
     assert_eq!(
+        // SAFETY: prlimit reads `lim`, which we own, and writes nothing
+        // (the old limit pointer is null).
         unsafe {
             libc::prlimit(
                 s.child.id() as i32,

@@ -88,7 +88,7 @@ impl Server {
 
     /// Sends SIGTERM and waits for exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        signal(self.child.id(), libc::SIGTERM);
         self.wait(Duration::from_secs(30))
     }
 
@@ -471,4 +471,10 @@ pub fn built_apart(once: &'static std::sync::Once, dir: &str, what: &[&str], bin
 pub fn metrics_addr_in(log: &str) -> Option<SocketAddr> {
     let rest = log.split("metrics at http://").nth(1)?;
     rest.split('/').next()?.parse().ok()
+}
+
+/// Sends `sig` to the process `pid` (one the test started).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers; it touches no memory of ours.
+    unsafe { libc::kill(pid as i32, sig) };
 }
