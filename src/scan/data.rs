@@ -73,8 +73,11 @@ macro_rules! skip_blocks_compiled_for {
                     masks: |b: &[u8; 64]| unsafe { $masks(b) },
                     // SAFETY: as for `masks`.
                     clean: |w: &[u8; 65]| unsafe { $clean(w) },
-                    // Still `unsafe` to call: it moves through a raw pointer.
-                    move_down: $move_down,
+                    // SAFETY: as for `masks`; the move stays `unsafe` to
+                    // call through `MoveDown::call`.
+                    move_down: unsafe {
+                        MoveDown::new(|base, at, gap, blocks| $move_down(base, at, gap, blocks))
+                    },
                 },
             )
         }
@@ -341,7 +344,11 @@ impl DataScanner {
         mut i: usize,
         end: usize,
         line_from: &mut usize,
-        kit: Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean>,
+        kit: Kit<
+            impl Fn(&[u8; 64]) -> Masks,
+            impl Fn(&[u8; 65]) -> Clean,
+            impl Fn(*mut u8, usize, usize, usize),
+        >,
     ) -> Skipped {
         let mut exact = Exact {
             prev_cr: 0,
@@ -448,28 +455,65 @@ impl DataScanner {
     }
 }
 
-/// Moves `blocks` checked blocks at `at` down by `gap` octets (see
-/// `blocks::move_down` for the bounds a caller must keep).
-type MoveDown = unsafe fn(base: *mut u8, at: usize, gap: usize, blocks: usize);
+/// One SIMD level's block move: moves `blocks` checked blocks at `at`
+/// down by `gap` octets through a raw pointer, so calling it is `unsafe`.
+///
+/// It wraps a closure made inside the level's `skip_blocks_*` (closures
+/// inherit its CPU features, so the move is inlined into the clean run;
+/// a plain `unsafe fn` pointer was not, and the run lost a third of its
+/// speed even on text that never moves a block). The closure is private
+/// to this wrapper: the only way to call it is the `unsafe fn` below.
+struct MoveDown<F>(F);
+
+impl<F: Fn(*mut u8, usize, usize, usize)> MoveDown<F> {
+    /// # Safety
+    ///
+    /// `f` must be one of `blocks::move_down*` for a CPU feature this CPU
+    /// has (wrapped, not changed).
+    #[inline(always)]
+    unsafe fn new(f: F) -> Self {
+        MoveDown(f)
+    }
+
+    /// # Safety
+    ///
+    /// The bounds of `blocks::move_down` hold.
+    #[inline(always)]
+    unsafe fn call(&self, base: *mut u8, at: usize, gap: usize, blocks: usize) {
+        (self.0)(base, at, gap, blocks)
+    }
+}
 
 /// One SIMD level's block functions (see `blocks`), made inside that
 /// level's `skip_blocks_*`, so that they are compiled, and inlined, with
 /// its CPU features. The checks are safe closures (they read references
 /// and the level's feature is known); the move is an `unsafe fn`, so
 /// every call of it must say why its raw pointer stays in bounds.
-struct Kit<M, C> {
+struct Kit<M, C, V> {
     masks: M,
     clean: C,
-    move_down: MoveDown,
+    move_down: MoveDown<V>,
 }
 
 /// The baseline level's [`Kit`]: SSE2 on x86_64, byte loops elsewhere.
+#[allow(
+    clippy::type_complexity,
+    reason = "the same closure types `skip_blocks_with` takes"
+)]
 #[inline(always)]
-fn baseline_kit() -> Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean> {
+fn baseline_kit() -> Kit<
+    impl Fn(&[u8; 64]) -> Masks,
+    impl Fn(&[u8; 65]) -> Clean,
+    impl Fn(*mut u8, usize, usize, usize),
+> {
     Kit {
         masks,
         clean,
-        move_down,
+        // SAFETY: the baseline move needs no CPU feature; it stays
+        // `unsafe` to call through `MoveDown::call`.
+        move_down: unsafe {
+            MoveDown::new(|base, at, gap, blocks| move_down(base, at, gap, blocks))
+        },
     }
 }
 
@@ -523,7 +567,11 @@ fn clean_run(
     end: usize,
     line_start: usize,
     max: usize,
-    kit: &Kit<impl Fn(&[u8; 64]) -> Masks, impl Fn(&[u8; 65]) -> Clean>,
+    kit: &Kit<
+        impl Fn(&[u8; 64]) -> Masks,
+        impl Fn(&[u8; 65]) -> Clean,
+        impl Fn(*mut u8, usize, usize, usize),
+    >,
 ) -> CleanRun {
     let mut bound = line_start;
     // Whether `bound` is the start of a block with a LF (else it is exact).
@@ -567,7 +615,7 @@ fn clean_run(
                         if gap > 0 {
                             // SAFETY: the first two windows are inside
                             // `buf`, and `gap <= i` (see above).
-                            unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 2) };
+                            unsafe { kit.move_down.call(buf.as_mut_ptr(), i, gap, 2) };
                         }
                         i += 128;
                     }
@@ -578,7 +626,7 @@ fn clean_run(
                 if gap > 0 {
                     // SAFETY: all four windows are inside `buf`, and
                     // `gap <= i` (see above).
-                    unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 4) };
+                    unsafe { kit.move_down.call(buf.as_mut_ptr(), i, gap, 4) };
                 }
                 i += 256;
             }
@@ -617,7 +665,7 @@ fn clean_run(
         if gap > 0 {
             // SAFETY: the block is inside `buf` as the window is, and
             // `gap <= i`.
-            unsafe { (kit.move_down)(buf.as_mut_ptr(), i, gap, 1) };
+            unsafe { kit.move_down.call(buf.as_mut_ptr(), i, gap, 1) };
         }
         bound = if has_lf { i } else { bound };
         bound_is_block |= has_lf;
