@@ -8,8 +8,9 @@
 //!   session state machine, the `Received:` header.
 //! - [`spool`]: per-core append-only segments with group commit, their
 //!   record format, recovery and readers.
-//! - [`server`]: one pinned glommio executor per core, listeners,
-//!   connections, shutdown.
+//! - [`server`]: one pinned glommio executor per core; each connection a
+//!   pipeline of stages (admission, the I/O pump, the sans-I/O body
+//!   intake, commit); shutdown and reload.
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`drain`]: `sluice drain`, the spool into NATS JetStream.
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.

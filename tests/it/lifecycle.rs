@@ -89,6 +89,44 @@ fn config_file_is_read_and_flags_win() {
 }
 
 #[test]
+fn a_flag_switches_off_a_boolean_the_file_turns_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "proxy-protocol = true\n").unwrap();
+    let config = file.to_str().unwrap();
+    // With the file alone, the server waits for a PROXY header: a client
+    // that sends nothing gets no greeting.
+    let with_proxy = Server::start(&["--config", config]);
+    let mut silent = std::net::TcpStream::connect(with_proxy.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    use std::io::Read;
+    assert!(
+        silent.read(&mut buf).is_err(),
+        "no greeting before a PROXY header"
+    );
+    // The flag wins: a plain SMTP client is greeted and served.
+    let without = Server::start(&["--config", config, "--proxy-protocol=false"]);
+    let mut c = without.connect();
+    assert_eq!(c.code("EHLO client.test"), 250);
+}
+
+#[test]
+fn a_bad_value_in_the_config_file_names_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "max-recipients = \"x\"\n").unwrap();
+    let err = start_error(&["--config", file.to_str().unwrap()]);
+    let want = format!(
+        "max-recipients in {}: expected a whole number",
+        file.display()
+    );
+    assert!(err.contains(&want), "{err}");
+}
+
+#[test]
 fn durability_none_warns_loudly() {
     let s = Server::start(&["--durability", "none"]);
     assert!(s.log().contains("WARNING: --durability none"));
