@@ -44,6 +44,7 @@ def run_variant(binary, tls, args, workdir, material):
            "--max-message-size", "64M"]
     if args.server_cores:
         cmd += ["--cores", args.server_cores]
+    cmd += args.server_args.split()
     extra = args.loadgen_args.split()
     if tls:
         cmd += ["--tls-cert", material[0], "--tls-key", material[1]]
@@ -70,6 +71,8 @@ def main():
     ap.add_argument("--server-cores", default="")
     ap.add_argument("--loadgen-cores", default="")
     ap.add_argument("--loadgen-args", default="", help="more sluice-loadgen flags, one string")
+    ap.add_argument("--server-args", default="",
+                    help="more `sluice serve` flags for every variant, one string (--durability none)")
     args = ap.parse_args()
     variants = []
     for v in args.variants:
@@ -88,7 +91,8 @@ def main():
                 results[name].append(rate)
                 print(f"round {rnd + 1}: {name} {rate:,.0f} msg/s", file=sys.stderr)
     first = statistics.median(results[variants[0][0]])
-    print(f"{args.size} x {args.sessions} sessions {args.loadgen_args}, {args.seconds} s per run, "
+    print(f"{args.size} x {args.sessions} sessions {args.loadgen_args} {args.server_args}, "
+          f"{args.seconds} s per run, "
           f"{args.rounds} rounds\n")
     print("| variant | msgs/s per round | median | ratio |")
     print("|---|---|---:|---:|")
