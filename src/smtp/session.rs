@@ -245,15 +245,12 @@ impl Session {
         let cmd = match command::parse(line) {
             Ok(cmd) => cmd,
             Err(e) => {
-                // A BDAT we cannot parse has an unknown length: the stream
-                // is lost, so the only safe move is to close.
-                let bdat = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT");
+                // Even a BDAT we cannot parse only gets its 501: RFC 5321
+                // §3.8 lets a server close only after QUIT or a 421, and
+                // Postfix keeps the session too. A chunk the client sends
+                // anyway arrives as lines, and each is refused.
                 e.write_reply(out);
-                return if bdat {
-                    self.close()
-                } else {
-                    Action::ReadCommands
-                };
+                return Action::ReadCommands;
             }
         };
         let chunking = self.state == State::Chunking;

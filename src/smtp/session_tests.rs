@@ -344,12 +344,18 @@ fn rset_or_ehlo_between_chunks_abandons_the_message() {
 }
 
 #[test]
-fn unparsable_bdat_closes_the_connection() {
+fn unparsable_bdat_is_501_and_the_session_continues() {
     let mut t = T::new();
     t.ready();
-    let (r, a) = t.send("BDAT lots");
-    assert!(r.starts_with("501 "));
-    assert_eq!(a, Action::Close);
+    for bad in ["BDAT lots", "BDAT", "BDAT 10 NOW"] {
+        let (r, a) = t.send(bad);
+        assert!(r.starts_with("501 5.5.4 "), "{bad}: {r}");
+        assert_eq!(a, Action::ReadCommands, "{bad}");
+    }
+    assert!(t.s.in_transaction(), "the transaction is still there");
+    assert_eq!(t.code("NOOP"), 250);
+    let (_, a) = t.send("BDAT 3 LAST");
+    assert!(matches!(a, Action::ReceiveChunk { discard: false, .. }));
 }
 
 fn tls_config(require_tls: bool) -> SessionConfig {

@@ -233,3 +233,22 @@ fn bad_input_does_not_affect_other_connections() {
         250
     );
 }
+
+#[test]
+fn a_malformed_bdat_is_501_and_its_chunk_is_read_as_refused_commands() {
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    assert_eq!(c.code("EHLO client.test"), 250);
+    assert_eq!(c.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(c.code("RCPT TO:<b@y.test>"), 250);
+    // RFC 5321 §3.8: no close without QUIT or a 421.
+    let reply = c.cmd("BDAT many LAST");
+    assert!(reply.starts_with("501 5.5.4 "), "{reply}");
+    // The chunk the client sends anyway is taken as a command line.
+    assert_eq!(c.code("Subject: smuggled?"), 500);
+    assert_eq!(c.code("NOOP"), 250, "the session goes on");
+    c.send(b"BDAT 6 LAST\r\nhello\n");
+    let stored = c.reply();
+    assert!(stored.starts_with("250 2.0.0 Ok: queued as "), "{stored}");
+    assert_eq!(c.code("QUIT"), 221);
+}
