@@ -151,7 +151,9 @@ impl Connection {
             if let Err(end) = self.flush().await {
                 return end;
             }
-            if self.shard.shutdown().is_triggered() && !self.session.in_transaction() {
+            let stopping = self.shard.shutdown().is_triggered();
+            if stopping && !self.session.in_transaction() || self.shard.grace_over().is_triggered()
+            {
                 return self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await;
             }
             match self.read_commands().await {
@@ -297,13 +299,19 @@ impl Connection {
         }
         let old = self.input.len();
         self.input.resize(old + COMMAND_READ, 0);
-        let watch = !self.session.in_transaction();
+        // Outside a transaction a shutdown ends the wait; inside one, only
+        // the end of the grace period does.
+        let interrupt = if self.session.in_transaction() {
+            self.shard.grace_over()
+        } else {
+            &**self.shard.shutdown()
+        };
         let r = self
             .stream
             .read_within(
                 &mut self.input[old..],
                 self.settings.config.idle_timeout,
-                watch.then_some(&**self.shard.shutdown()),
+                Some(interrupt),
             )
             .await;
         let n = match &r {
@@ -409,7 +417,8 @@ impl BodySource for Connection {
     type Error = End;
 
     /// Body octets: first what the command buffer holds, then the socket
-    /// (with the data timeout; shutdown does not interrupt a body).
+    /// (with the data timeout; a shutdown lets a body finish, the end of
+    /// the grace period does not).
     async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, End> {
         let buffered = &self.input[self.start..];
         if !buffered.is_empty() {
@@ -419,12 +428,18 @@ impl BodySource for Connection {
             return Ok(n);
         }
         let timeout = self.settings.config.data_timeout;
-        match self.stream.read_within(room, timeout, None).await {
+        let grace_over = self.shard.grace_over();
+        match self
+            .stream
+            .read_within(room, timeout, Some(grace_over))
+            .await
+        {
             Ok(Read::Bytes(n)) => Ok(n),
             Ok(Read::Eof) => Err(End::Disconnected),
-            Ok(Read::Timeout) | Ok(Read::Shutdown) => Err(self
+            Ok(Read::Timeout) => Err(self
                 .say_goodbye(reply::DATA_TIMEOUT, End::DataTimeout)
                 .await),
+            Ok(Read::Shutdown) => Err(self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await),
             Err(e) => Err(End::Error(e)),
         }
     }

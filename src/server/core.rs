@@ -133,18 +133,30 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
         .collect()
 }
 
-/// Shutdown: lets transactions in flight finish, within the grace period.
+/// Shutdown: lets transactions in flight finish, within the grace period;
+/// after it, the sessions still open are told 421 and closed (RFC 5321
+/// §3.8: never a close without one).
 async fn drain_connections(shard: &Shard) {
     let deadline = Instant::now() + shard.settings().config.shutdown_grace;
-    while shard.open() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_connections(shard, deadline).await;
     if shard.open() > 0 {
         eprintln!(
-            "sluice: core {}: grace period over, closing {} connection(s)",
+            "sluice: core {}: grace period over, closing {} connection(s) with 421",
             shard.core(),
             shard.open()
         );
+        shard.grace_over().trigger();
+        wait_for_connections(shard, Instant::now() + GOODBYE_TIME).await;
+    }
+}
+
+/// How long sessions get to write their last 421 after the grace period.
+const GOODBYE_TIME: Duration = Duration::from_secs(2);
+
+/// Until every connection ended, or `deadline`.
+async fn wait_for_connections(shard: &Shard, deadline: Instant) {
+    while shard.open() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
     }
 }
 

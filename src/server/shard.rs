@@ -40,6 +40,9 @@ pub struct Shard {
     open: Cell<usize>,
     /// Shutdown state.
     shutdown: Rc<Shutdown>,
+    /// Triggered when the shutdown grace period is over: sessions still
+    /// inside a transaction get 421 and are closed.
+    grace_over: Shutdown,
     /// -1 quiet, 0 normal, 1+ verbose.
     verbosity: i8,
     /// Counters, read by the metrics endpoint and the stop line.
@@ -72,6 +75,7 @@ impl Shard {
             writer: parts.writer,
             open: Cell::new(0),
             shutdown: Rc::new(Shutdown::default()),
+            grace_over: Shutdown::default(),
             verbosity: parts.verbosity,
             metrics: parts.metrics,
             spool_full: parts.spool_full,
@@ -96,6 +100,11 @@ impl Shard {
     /// The core's shutdown state.
     pub fn shutdown(&self) -> &Rc<Shutdown> {
         &self.shutdown
+    }
+
+    /// Triggered once the shutdown grace period is over.
+    pub fn grace_over(&self) -> &Shutdown {
+        &self.grace_over
     }
 
     /// Whether the undrained spool is over `--spool-max-bytes`.

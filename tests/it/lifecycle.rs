@@ -45,6 +45,29 @@ fn graceful_shutdown_answers_idle_sessions_and_finishes_transactions() {
 }
 
 #[test]
+fn after_the_grace_period_a_transaction_still_open_gets_421_not_a_silent_close() {
+    let mut s = Server::start(&["--shutdown-grace", "1"]);
+    let mut in_data = s.connect();
+    in_data.open_data();
+    in_data.send(b"Subject: never finished\r\n\r\nhalf");
+    let mut between_chunks = s.connect();
+    assert_eq!(between_chunks.code("EHLO client.test"), 250);
+    assert_eq!(between_chunks.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(between_chunks.code("RCPT TO:<b@y.test>"), 250);
+    between_chunks.send(b"BDAT 4\r\nhalf");
+    assert!(between_chunks.reply().starts_with("250 "));
+    crate::support::signal(s.child.id(), libc::SIGTERM);
+    for c in [&mut in_data, &mut between_chunks] {
+        let reply = c.reply();
+        assert!(reply.starts_with("421 4.3.2 "), "{reply}");
+        assert!(c.closed());
+    }
+    assert_eq!(s.wait(Duration::from_secs(20)), Some(0));
+    assert!(s.log().contains("grace period over, closing 2 connection(s) with 421"));
+    assert!(exported(&s.spool).is_empty(), "nothing half-stored");
+}
+
+#[test]
 fn connections_over_the_limit_get_421() {
     let s = Server::start(&["--max-connections", "2"]);
     let _a = s.connect();
