@@ -63,7 +63,9 @@ fn after_the_grace_period_a_transaction_still_open_gets_421_not_a_silent_close()
         assert!(c.closed());
     }
     assert_eq!(s.wait(Duration::from_secs(20)), Some(0));
-    assert!(s.log().contains("grace period over, closing 2 connection(s) with 421"));
+    assert!(s
+        .log()
+        .contains("grace period over, closing 2 connection(s) with 421"));
     assert!(exported(&s.spool).is_empty(), "nothing half-stored");
 }
 
