@@ -19,7 +19,9 @@
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
+pub mod client;
 pub mod config;
+pub mod dnsbl;
 pub mod drain;
 pub mod metrics;
 pub mod proxy;

@@ -16,9 +16,11 @@ use anyhow::{bail, Result};
 use crate::proxy::Cidr;
 use crate::smtp::BareNewlinePolicy;
 use crate::spool::Durability;
+pub use admission::{Admission, DnsLists};
 use layer::{serve_settings, Source, Sourced};
 pub use value::{parse_duration, parse_size, Secs, Size};
 
+pub mod admission;
 pub mod layer;
 pub mod value;
 
@@ -162,6 +164,82 @@ serve_settings! {
     /// until the drain catches up. Default: no limit.
     #[arg(long, value_name = "BYTES")]
     spool_max_bytes: Option<Size>,
+
+    /// Clients exempt from every limit, screen and DNS list below, like
+    /// 10.0.0.0/8 (repeatable; giving it replaces the default). Default:
+    /// 127.0.0.1/32 and ::1/128, the host itself, so a load generator on
+    /// this host is unlimited unless you name other networks here.
+    #[arg(long, value_name = "CIDR")]
+    trusted_network: Vec<String>,
+
+    /// Concurrent connections per client (an IPv4 address or an IPv6
+    /// /64, across all cores); more get 421 4.7.0. 0 is no limit.
+    /// Default 50.
+    #[arg(long, value_name = "N")]
+    client_connection_limit: Option<usize>,
+
+    /// New connections per client per 60 s (smoothed); more get 421
+    /// 4.7.0. Default 0 (no limit).
+    #[arg(long, value_name = "N")]
+    client_connection_rate: Option<usize>,
+
+    /// Accepted MAIL commands per client per 60 s (smoothed); more get
+    /// 451 4.7.1. Default 0 (no limit).
+    #[arg(long, value_name = "N")]
+    client_message_rate: Option<usize>,
+
+    /// Accepted RCPT commands per client per 60 s (smoothed); more get
+    /// 451 4.7.1. Default 0 (no limit).
+    #[arg(long, value_name = "N")]
+    client_recipient_rate: Option<usize>,
+
+    /// Error replies a session may get before every further reply is
+    /// delayed by --error-delay (0: never). Reset by an accepted message.
+    /// Default 10.
+    #[arg(long, value_name = "N")]
+    soft_error_limit: Option<usize>,
+
+    /// After this many error replies the session gets 421 4.7.0 and is
+    /// closed (0: never). Reset by an accepted message. Default 20.
+    #[arg(long, value_name = "N")]
+    hard_error_limit: Option<usize>,
+
+    /// How long each reply waits once the soft error limit is reached
+    /// (seconds, fractions allowed). Default 1.
+    #[arg(long, value_name = "SECS")]
+    error_delay: Option<Secs>,
+
+    /// Wait this long before the 220 greeting; a client that talks first
+    /// gets 554 5.5.1 and is closed, and nothing it sent is processed.
+    /// Default 0 (greet at once).
+    #[arg(long, value_name = "SECS")]
+    greet_pause: Option<Secs>,
+
+    /// A DNS list to screen clients with, as Postfix's
+    /// postscreen_dnsbl_sites: ZONE[=FILTER][*WEIGHT], like
+    /// zen.example=127.0.0.[2..11]*2 (repeatable; a negative weight makes
+    /// an allow list).
+    #[arg(long, value_name = "ZONE[=FILTER][*WEIGHT]")]
+    dnsbl: Vec<String>,
+
+    /// A client whose DNS list score reaches this is refused (554 5.7.1).
+    /// Default 1.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    dnsbl_threshold: Option<i64>,
+
+    /// Score and log DNS list results, but refuse no one.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
+    dnsbl_log_only: Option<bool>,
+
+    /// The DNS server for list queries, IP or IP:PORT. Default: the first
+    /// nameserver in /etc/resolv.conf.
+    #[arg(long, value_name = "HOST:PORT")]
+    dns_server: Option<String>,
+
+    /// How long a list may take to answer; no answer counts as not listed.
+    /// Default 2 (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS")]
+    dns_timeout: Option<Secs>,
 }
 
 /// The validated configuration.
@@ -211,6 +289,8 @@ pub struct Config {
     pub require_tls: bool,
     /// Undrained spool limit, octets.
     pub spool_max_bytes: Option<u64>,
+    /// Client limits, error limits and screening.
+    pub admission: Admission,
 }
 
 impl ServeArgs {
@@ -230,7 +310,11 @@ impl ServeArgs {
 }
 
 /// The value given, or `default` (from nowhere).
-fn value_or<T>(given: Option<Sourced<T>>, field: &'static str, default: T) -> Sourced<T> {
+pub(crate) fn value_or<T>(
+    given: Option<Sourced<T>>,
+    field: &'static str,
+    default: T,
+) -> Sourced<T> {
     given.unwrap_or_else(|| Sourced::new(default, Source::Default(field)))
 }
 
@@ -253,7 +337,7 @@ fn seconds(given: Option<Sourced<Secs>>, field: &'static str, default: u64) -> R
 }
 
 /// Each text of a list parsed by `parse`; an error names the item.
-fn each<T, E: std::fmt::Display>(
+pub(crate) fn each<T, E: std::fmt::Display>(
     given: Option<Sourced<Vec<String>>>,
     parse: impl Fn(&str) -> Result<T, E>,
 ) -> Result<Vec<T>> {
@@ -271,6 +355,7 @@ fn each<T, E: std::fmt::Display>(
 }
 
 fn validate(g: Given) -> Result<Config> {
+    let admission = admission::validate(&g)?;
     let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
     let listen = each(Some(listen_given), |l| {
         l.parse::<SocketAddr>()
@@ -411,6 +496,7 @@ fn validate(g: Given) -> Result<Config> {
         tls,
         require_tls: require_tls.value,
         spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
+        admission,
     })
 }
 

@@ -64,22 +64,29 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// Parses `10s`, `5m`, `24h`, `7d`; a bare number is seconds.
+/// Parses `10s`, `5m`, `24h`, `7d`; a bare number is seconds; fractions
+/// are allowed (`0.5`, `1.5s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..split]
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let number = &t[..split];
+    let n: f64 = number
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 24h or 7d"))?;
+        .ok()
+        .filter(|_| number.starts_with(|c: char| c.is_ascii_digit()))
+        .ok_or_else(|| format!("{s:?} is not a duration like 30s, 0.5s, 10m, 24h or 7d"))?;
     let unit = match &t[split..] {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
         _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
     };
-    n.checked_mul(unit)
-        .map(Duration::from_secs)
+    Duration::try_from_secs_f64(n * unit)
+        .ok()
+        .filter(|d| d.as_secs() < 1 << 40)
         .ok_or_else(|| format!("{s:?}: too long"))
 }
 
@@ -118,6 +125,15 @@ impl FileValue for bool {
     }
 }
 
+impl FileValue for i64 {
+    fn from_toml(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(n) => Ok(n),
+            other => Err(expected("a whole number", &other)),
+        }
+    }
+}
+
 impl FileValue for usize {
     fn from_toml(v: toml::Value) -> Result<Self, String> {
         match v {
@@ -135,6 +151,7 @@ macro_rules! file_value_with_unit {
             fn from_toml(v: toml::Value) -> Result<Self, String> {
                 match v {
                     toml::Value::Integer(n) if n >= 0 => n.to_string().parse(),
+                    toml::Value::Float(f) if f >= 0.0 => f.to_string().parse(),
                     toml::Value::String(s) => s.parse(),
                     other => Err(expected($what, &other)),
                 }
@@ -167,6 +184,10 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration(".5").is_err());
+        assert!(parse_duration("1.2.3").is_err());
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
@@ -191,6 +212,9 @@ mod tests {
         assert_eq!(Size::from_toml(text.clone()), Ok(Size(1 << 20)));
         assert_eq!(Secs::from_toml(int.clone()).unwrap().0.as_secs(), 4096);
         assert_eq!(usize::from_toml(int), Ok(4096));
+        let half = toml::Value::Float(0.25);
+        assert_eq!(Secs::from_toml(half).unwrap().0, Duration::from_millis(250));
+        assert_eq!(i64::from_toml(toml::Value::Integer(-3)), Ok(-3));
         assert_eq!(
             usize::from_toml(toml::Value::String("x".into())),
             Err("expected a whole number, not the string \"x\"".into())
