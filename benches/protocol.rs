@@ -51,6 +51,7 @@ fn bench_session(c: &mut Criterion) {
         bare_newlines: BareNewlinePolicy::Reject,
         starttls: false,
         require_tls: false,
+        hard_error_limit: 0,
     });
     let mut group = c.benchmark_group("protocol");
     group.throughput(Throughput::Elements(1));

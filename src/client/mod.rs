@@ -18,4 +18,4 @@ pub mod rate;
 pub mod table;
 
 pub use key::ClientKey;
-pub use table::{ClientHold, ClientTable, Rates};
+pub use table::{ClientHold, ClientTable, Rates, MAX_LISTS};

@@ -62,7 +62,7 @@ struct Slot {
     /// Nanoseconds (table time) a connection last opened or closed.
     seen: AtomicU64,
     /// The cached DNS list verdict: expiry (table seconds) << 32 | tag
-    /// << 16 | score.
+    /// << 20 | which lists listed the client (a bit per list).
     verdict: AtomicU64,
 }
 
@@ -281,24 +281,37 @@ impl ClientHold {
         rate::take(&self.slot().recipient_tat, self.table.now(), per_minute)
     }
 
-    /// The DNS list score cached for this client under `tag` (which names
-    /// the list configuration it was computed with), if not expired.
-    pub fn cached_score(&self, tag: u16) -> Option<i16> {
+    /// Which lists listed this client (bit `i` for list `i`), as cached
+    /// under `tag` (naming the list configuration), if not expired.
+    pub fn cached_listing(&self, tag: u16) -> Option<u32> {
         let v = self.slot().verdict.load(SeqCst);
         let fresh = (v >> 32) > self.table.now() / NS_PER_SEC;
-        (fresh && (v >> 16) as u16 == tag).then_some(v as u16 as i16)
+        let same = (v >> LISTING_BITS) as u16 & TAG_MASK == tag & TAG_MASK;
+        (fresh && same).then_some(v as u32 & LISTING_MASK)
     }
 
-    /// Caches `score` under `tag` for `ttl_secs`.
-    pub fn cache_score(&self, tag: u16, score: i16, ttl_secs: u32) {
+    /// Caches `listing` under `tag` for `ttl_secs` (0: not at all).
+    pub fn cache_listing(&self, tag: u16, listing: u32, ttl_secs: u32) {
         if ttl_secs == 0 {
             return;
         }
-        let expires = self.table.now() / NS_PER_SEC + u64::from(ttl_secs);
-        let v = expires.min(u64::from(u32::MAX)) << 32 | u64::from(tag) << 16 | score as u16 as u64;
+        let expires =
+            (self.table.now() / NS_PER_SEC + u64::from(ttl_secs)).min(u64::from(u32::MAX));
+        let v = expires << 32
+            | u64::from(tag & TAG_MASK) << LISTING_BITS
+            | u64::from(listing & LISTING_MASK);
         self.slot().verdict.store(v, SeqCst);
     }
 }
+
+/// The most DNS lists a cached verdict can name.
+pub const MAX_LISTS: usize = LISTING_BITS as usize;
+const LISTING_BITS: u32 = 20;
+const LISTING_MASK: u32 = (1 << LISTING_BITS) - 1;
+/// A configuration tag keeps 12 bits: after a reload that changes the
+/// lists, an old verdict is reused only with a chance of 1 in 4096, and
+/// only until its TTL.
+const TAG_MASK: u16 = 0xFFF;
 
 impl Drop for ClientHold {
     fn drop(&mut self) {
@@ -352,15 +365,22 @@ mod tests {
     }
 
     #[test]
-    fn cached_scores_are_per_tag_and_expire() {
+    fn cached_listings_are_per_tag_and_not_cached_without_a_ttl() {
         let t = ClientTable::new(64);
         let h = t.connect(v4(9)).unwrap();
-        assert_eq!(h.cached_score(3), None);
-        h.cache_score(3, -4, 60);
-        assert_eq!(h.cached_score(3), Some(-4));
-        assert_eq!(h.cached_score(4), None, "another list configuration");
-        h.cache_score(3, 5, 0);
-        assert_eq!(h.cached_score(3), Some(-4), "a TTL of 0 is not cached");
+        assert_eq!(h.cached_listing(3), None);
+        h.cache_listing(3, 0b101, 60);
+        assert_eq!(h.cached_listing(3), Some(0b101));
+        assert_eq!(h.cached_listing(4), None, "another list configuration");
+        h.cache_listing(3, 0b1, 0);
+        assert_eq!(h.cached_listing(3), Some(0b101), "a TTL of 0 is not cached");
+        drop(h);
+        let again = t.connect(v4(9)).unwrap();
+        assert_eq!(
+            again.cached_listing(3),
+            Some(0b101),
+            "kept between connections"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 
 use super::layer::{Source, Sourced};
 use super::{each, value_or, Given, Secs};
-use crate::client::Rates;
+use crate::client::{Rates, MAX_LISTS};
 use crate::dnsbl::Site;
 use crate::proxy::Cidr;
 
@@ -76,7 +76,9 @@ pub struct DnsLists {
     pub threshold: i32,
     /// Log, refuse no one.
     pub log_only: bool,
+    /// The DNS server asked.
     pub server: SocketAddr,
+    /// How long each list may take.
     pub timeout: Duration,
     /// Names this list configuration in the verdict cache, so a reload
     /// that changes the lists does not reuse old scores.
@@ -148,6 +150,13 @@ pub(super) fn validate(g: &Given) -> Result<Admission> {
 
 fn dns_lists(g: &Given) -> Result<Option<DnsLists>> {
     let sites = each(g.dnsbl.clone(), |s| s.parse::<Site>())?;
+    if let Some(given) = g.dnsbl.as_ref().filter(|_| sites.len() > MAX_LISTS) {
+        bail!(
+            "{} names {} lists; at most {MAX_LISTS} are supported",
+            given.source,
+            sites.len()
+        );
+    }
     let depends = [
         g.dnsbl_threshold.as_ref().map(|s| s.source.clone()),
         g.dnsbl_log_only.as_ref().map(|s| s.source.clone()),
@@ -162,7 +171,14 @@ fn dns_lists(g: &Given) -> Result<Option<DnsLists>> {
     }
     let threshold = value_or(g.dnsbl_threshold.clone(), "dnsbl_threshold", 1);
     let threshold = i32::try_from(threshold.value)
-        .map_err(|_| anyhow::anyhow!("{} is out of range", threshold.source))?;
+        .ok()
+        .filter(|&t| t >= 1)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} must be at least 1 (a lower one would refuse clients no list names)",
+                threshold.source
+            )
+        })?;
     let server = match &g.dns_server {
         Some(s) => parse_server(&s.value).map_err(|why| {
             anyhow::anyhow!("{}: {why}", s.source.with_value(format!("{:?}", s.value)))

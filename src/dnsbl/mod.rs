@@ -16,5 +16,5 @@ pub mod lookup;
 pub mod site;
 pub mod wire;
 
-pub use lookup::{score_client, Score};
+pub use lookup::{look_up, score, Lookup, Score};
 pub use site::{Filter, Site};

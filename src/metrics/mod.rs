@@ -97,6 +97,64 @@ pub const SYNC_MICROS_BOUNDS: &[u64] = &[
 /// Reply classes counted: 2xx, 3xx, 4xx, 5xx.
 pub const REPLY_CLASSES: [u8; 4] = [b'2', b'3', b'4', b'5'];
 
+/// Why a connection, command or session was refused, for
+/// `sluice_refusals_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The core is at `--max-connections` (421).
+    CoreFull,
+    /// `--proxy-from` does not list the peer (closed).
+    NotABalancer,
+    /// A missing or malformed PROXY header (closed).
+    BadProxyHeader,
+    /// `--client-connection-limit` (421).
+    ClientConnections,
+    /// `--client-connection-rate` (421).
+    ClientConnectionRate,
+    /// `--client-message-rate` (MAIL 451).
+    ClientMessageRate,
+    /// `--client-recipient-rate` (RCPT 451).
+    ClientRecipientRate,
+    /// `--hard-error-limit` (421).
+    HardErrorLimit,
+    /// Talked before the greeting (554).
+    EarlyTalker,
+    /// A DNS list score at `--dnsbl-threshold` (554).
+    Dnsbl,
+}
+
+impl Refusal {
+    /// Every reason, in the order of [`CoreMetrics::refusals`].
+    pub const ALL: [Refusal; 10] = [
+        Refusal::CoreFull,
+        Refusal::NotABalancer,
+        Refusal::BadProxyHeader,
+        Refusal::ClientConnections,
+        Refusal::ClientConnectionRate,
+        Refusal::ClientMessageRate,
+        Refusal::ClientRecipientRate,
+        Refusal::HardErrorLimit,
+        Refusal::EarlyTalker,
+        Refusal::Dnsbl,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::CoreFull => "core_connection_limit",
+            Refusal::NotABalancer => "not_a_balancer",
+            Refusal::BadProxyHeader => "bad_proxy_header",
+            Refusal::ClientConnections => "client_connection_limit",
+            Refusal::ClientConnectionRate => "client_connection_rate",
+            Refusal::ClientMessageRate => "client_message_rate",
+            Refusal::ClientRecipientRate => "client_recipient_rate",
+            Refusal::HardErrorLimit => "hard_error_limit",
+            Refusal::EarlyTalker => "early_talker",
+            Refusal::Dnsbl => "dnsbl",
+        }
+    }
+}
+
 /// Everything one core counts. Written only by that core.
 #[derive(Debug)]
 #[repr(align(128))]
@@ -108,6 +166,15 @@ pub struct CoreMetrics {
     pub rejected: Counter,
     /// Connections open now (a gauge).
     pub open: Counter,
+    /// Refusals by reason (index into [`Refusal::ALL`]).
+    pub refusals: [Counter; 10],
+    /// Untrusted clients admitted without a slot in the client table
+    /// (every slot of their window had connections).
+    pub clients_untracked: Counter,
+    /// DNS list lookups made (not answered from the cache).
+    pub dnsbl_lookups: Counter,
+    /// DNS list queries that failed or timed out.
+    pub dnsbl_failures: Counter,
     /// Messages stored and acknowledged.
     pub messages: Counter,
     /// Octets of those messages.
@@ -145,6 +212,10 @@ impl Default for CoreMetrics {
             accepted: Counter::default(),
             rejected: Counter::default(),
             open: Counter::default(),
+            refusals: Default::default(),
+            clients_untracked: Counter::default(),
+            dnsbl_lookups: Counter::default(),
+            dnsbl_failures: Counter::default(),
             messages: Counter::default(),
             bytes: Counter::default(),
             replies: Default::default(),
@@ -174,6 +245,12 @@ impl CoreMetrics {
                 }
             }
         }
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|&r| r == why).unwrap_or(0);
+        self.refusals[i].add(1);
     }
 
     /// Notes that the executor is alive now.

@@ -10,16 +10,19 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::{CoreMetrics, Counter, Histogram, REPLY_CLASSES};
+use super::{CoreMetrics, Counter, Histogram, Refusal, REPLY_CLASSES};
 
 /// Renders every core's metrics.
 pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
     let mut s = String::with_capacity(4096);
     type Pick = fn(&CoreMetrics) -> &Counter;
-    let per_core: [(&str, &str, &str, Pick); 12] = [
+    let per_core: [(&str, &str, &str, Pick); 15] = [
         ("sluice_connections_accepted_total", "counter", "Connections accepted.", |m| &m.accepted),
         ("sluice_connections_rejected_total", "counter", "Connections refused: over --max-connections, or a missing, malformed or untrusted PROXY header.", |m| &m.rejected),
         ("sluice_connections_open", "gauge", "Connections open now.", |m| &m.open),
+        ("sluice_clients_untracked_total", "counter", "Untrusted clients admitted without a client-table slot (their window was all in use): not limited.", |m| &m.clients_untracked),
+        ("sluice_dnsbl_lookups_total", "counter", "Clients looked up in the DNS lists (not answered from the cache).", |m| &m.dnsbl_lookups),
+        ("sluice_dnsbl_failures_total", "counter", "DNS list queries that failed or timed out (counted as not listed).", |m| &m.dnsbl_failures),
         ("sluice_messages_accepted_total", "counter", "Messages made durable and acknowledged with 250.", |m| &m.messages),
         ("sluice_bytes_accepted_total", "counter", "Octets of acknowledged messages, trace header included.", |m| &m.bytes),
         ("sluice_tls_handshakes_total", "counter", "STARTTLS handshakes completed.", |m| &m.tls_handshakes),
@@ -52,6 +55,22 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
                 "sluice_replies_total{{core=\"{core}\",class=\"{}xx\"}} {}",
                 *class as char,
                 m.replies[i].get()
+            );
+        }
+    }
+    header(
+        &mut s,
+        "sluice_refusals_total",
+        "counter",
+        "Connections, commands and sessions refused, by reason.",
+    );
+    for (core, m) in cores.iter().enumerate() {
+        for (i, why) in Refusal::ALL.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "sluice_refusals_total{{core=\"{core}\",reason=\"{}\"}} {}",
+                why.label(),
+                m.refusals[i].get()
             );
         }
     }

@@ -1,12 +1,12 @@
 //! The first stage of a connection: accept it, or refuse it before any
 //! session exists.
 //!
-//! Why it exists: admission decisions (who may connect at all, how many
-//! may be open) are made once per connection, before a greeting, and
-//! later limits (per client, rates, screening) belong here rather than in
-//! the session loop. An admitted connection is handed to
-//! [`connection::serve`] on its own task; a panic in it costs only that
-//! connection.
+//! Why it exists: what can be decided from the TCP peer alone (is it a
+//! balancer we listen to, does this core have room) is decided once,
+//! before a task is spawned. Limits per client come after the PROXY
+//! header names the client, in [`admission`](super::admission). An
+//! accepted connection is handed to [`connection::serve`] on its own
+//! task; a panic in it costs only that connection.
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -18,19 +18,12 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::connection;
 use super::shard::Shard;
+use crate::metrics::Refusal;
 use crate::smtp::reply;
 
-/// Why a connection is refused before its session starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// `--proxy-from` does not list the peer: closed without a word
-    /// (it is not an SMTP client).
-    NotABalancer,
-    /// The core is at `--max-connections`: 421 and close.
-    TooMany,
-}
-
-/// The admission decision for a new connection from `peer`.
+/// Whether this core takes a new connection from `peer`: a peer
+/// `--proxy-from` does not list is closed without a word (it is not an
+/// SMTP client); a full core answers 421.
 fn admit(shard: &Shard, peer: SocketAddr) -> Result<(), Refusal> {
     let settings = shard.settings();
     let allowed = &settings.config.proxy_from;
@@ -38,7 +31,7 @@ fn admit(shard: &Shard, peer: SocketAddr) -> Result<(), Refusal> {
         return Err(Refusal::NotABalancer);
     }
     if shard.open() >= settings.config.max_connections {
-        return Err(Refusal::TooMany);
+        return Err(Refusal::CoreFull);
     }
     Ok(())
 }
@@ -69,16 +62,14 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 shard.opened();
                 glommio::spawn_local(serve_caught(shard.clone(), stream, peer)).detach();
             }
-            Err(Refusal::NotABalancer) => {
+            Err(why) => {
                 shard.metrics().rejected.add(1);
-                eprintln!(
-                    "sluice: core {}: closed a connection from {peer}: not in --proxy-from",
-                    shard.core()
-                );
-            }
-            Err(Refusal::TooMany) => {
-                shard.metrics().rejected.add(1);
-                glommio::spawn_local(refuse(shard.clone(), stream)).detach();
+                if why == Refusal::NotABalancer {
+                    shard.refused(why, format_args!("{peer} is not in --proxy-from; closed"));
+                } else {
+                    shard.refused(why, format_args!("{peer}: --max-connections reached"));
+                    glommio::spawn_local(refuse(shard.clone(), stream)).detach();
+                }
             }
         }
     }

@@ -21,11 +21,15 @@ use std::rc::Rc;
 
 use glommio::net::TcpStream;
 
+use super::admission::{self, Admitted, ClientQuota};
 use super::arena::READ_CHUNK;
 use super::message::{BodySource, Message, Transfer};
+use super::screening;
 use super::settings::Settings;
 use super::shard::Shard;
 use super::transport::{Read, Transport};
+use crate::dnsbl;
+use crate::metrics::Refusal;
 use crate::proxy;
 use crate::scan::{Line, LineReader};
 use crate::smtp::command::MAX_LINE;
@@ -47,6 +51,8 @@ enum End {
     DataTimeout,
     Shutdown,
     BadProxyHeader(&'static str),
+    /// Refused before or instead of the greeting, or at the error limit.
+    Refused(Refusal),
     TlsFailed(io::Error),
     Error(io::Error),
 }
@@ -60,6 +66,7 @@ impl std::fmt::Display for End {
             End::DataTimeout => f.write_str("data-timeout"),
             End::Shutdown => f.write_str("shutdown"),
             End::BadProxyHeader(why) => write!(f, "closed: {why}"),
+            End::Refused(why) => write!(f, "refused: {}", why.label()),
             End::TlsFailed(e) => write!(f, "tls-failed: {e}"),
             End::Error(e) => write!(f, "error: {e}"),
         }
@@ -117,8 +124,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let end = c.run().await;
     c.phase = Phase::Commands;
     c.stream.close().await;
-    if let End::BadProxyHeader(_) = end {
+    if let End::BadProxyHeader(why) = end {
         c.shard.metrics().rejected.add(1);
+        c.shard
+            .refused(Refusal::BadProxyHeader, format_args!("{}: {why}", c.peer));
     }
     if c.shard.logs(0) {
         let via = c.via.map(|v| format!(" via={v}")).unwrap_or_default();
@@ -142,7 +151,9 @@ impl Connection {
                 return end;
             }
         }
-        self.session.greet(&mut self.out);
+        if let Err(end) = self.admit_and_greet().await {
+            return end;
+        }
         loop {
             self.session.set_spool_full(self.shard.spool_full());
             if let Err(end) = self.process_input().await {
@@ -167,6 +178,97 @@ impl Connection {
                 Err(e) => return End::Error(e),
             }
         }
+    }
+
+    /// The stages between the PROXY header and the session: admission
+    /// (trust, client limits), screening (greet pause, DNS lists), then
+    /// the greeting: a 220, or a 554 after which only QUIT is accepted.
+    async fn admit_and_greet(&mut self) -> Result<(), End> {
+        let config = self.settings.config.clone();
+        let rules = &config.admission;
+        let ip = self.peer.ip();
+        let Admitted { trusted, hold } = match admission::admit(&self.shard, rules, ip) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                self.shard.metrics().rejected.add(1);
+                let text = admission::refusal_text(why, rules);
+                self.shard.refused(why, format_args!("{ip}: {text}"));
+                let reply = admission::refusal_reply(why);
+                return Err(self.say_goodbye(reply, End::Refused(why)).await);
+            }
+        };
+        let lists = rules.dns_lists.as_ref().filter(|_| !trusted);
+        let pending = lists.map(|l| screening::start(&self.shard, l, ip, hold.as_ref()));
+        if !trusted {
+            self.greet_pause(rules.greet_pause).await?;
+        }
+        let mut blocked = None;
+        if let (Some(lists), Some(pending)) = (lists, pending) {
+            let listing = screening::finish(pending, &self.shard, lists, hold.as_ref()).await;
+            let score = dnsbl::score(&lists.sites, listing);
+            if score.total >= lists.threshold {
+                let zone = score.zone.unwrap_or("the DNS lists").to_string();
+                let what = format!(
+                    "{ip}: DNS list score {} >= {} (listed by {zone})",
+                    score.total, lists.threshold
+                );
+                if !lists.log_only {
+                    self.shard.refused(Refusal::Dnsbl, format_args!("{what}"));
+                    blocked = Some(zone);
+                } else if self.shard.logs(0) {
+                    let core = self.shard.core();
+                    eprintln!("sluice: core {core}: would refuse (--dnsbl-log-only): {what}");
+                }
+            }
+        }
+        match blocked {
+            Some(zone) => self.session.refuse(
+                reply::BLOCKED,
+                format_args!("[{ip}] blocked using {zone}"),
+                &mut self.out,
+            ),
+            None => self.session.greet(&mut self.out),
+        }
+        if let Some(hold) = hold {
+            let quota = ClientQuota::new(hold, rules.rates, self.shard.clone(), ip);
+            self.session.set_quota(Box::new(quota));
+        }
+        Ok(())
+    }
+
+    /// `--greet-pause`: waits in silence before the greeting. A client
+    /// that sends anything first (even in the packet of its PROXY header)
+    /// gets 554 5.5.1 and is closed; nothing it sent is processed.
+    async fn greet_pause(&mut self, pause: std::time::Duration) -> Result<(), End> {
+        if pause.is_zero() {
+            return Ok(());
+        }
+        let talked = if self.start < self.input.len() {
+            true
+        } else {
+            match self.read_commands_within(pause).await {
+                Ok(Read::Bytes(_)) => true,
+                Ok(Read::Timeout) => false,
+                Ok(Read::Eof) => return Err(End::Disconnected),
+                Ok(Read::Shutdown) => {
+                    return Err(self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await)
+                }
+                Err(e) => return Err(End::Error(e)),
+            }
+        };
+        if !talked {
+            return Ok(());
+        }
+        self.input.clear();
+        self.start = 0;
+        let why = Refusal::EarlyTalker;
+        self.shard.refused(
+            why,
+            format_args!("{}: talked before the greeting", self.peer.ip()),
+        );
+        Err(self
+            .say_goodbye(reply::TALKED_FIRST, End::Refused(why))
+            .await)
     }
 
     /// Sends a last reply (a 421) and ends with `end`, unless the write
@@ -206,6 +308,9 @@ impl Connection {
     async fn process_input(&mut self) -> Result<(), End> {
         loop {
             let line = self.lines.next(&self.input[self.start..]);
+            if !matches!(line, Line::Incomplete { .. }) {
+                self.tarpit().await?;
+            }
             let action = match line {
                 Line::Complete {
                     len,
@@ -231,7 +336,7 @@ impl Connection {
                 Action::Abandon => self.phase = Phase::Commands,
                 Action::Close => {
                     self.flush().await?;
-                    return Err(End::Quit);
+                    return Err(self.closed_end());
                 }
                 Action::StartTls => {
                     self.flush().await?;
@@ -247,10 +352,45 @@ impl Connection {
                     discard,
                 } => self.receive_chunk(size, last, discard).await?,
             }
+            if self.session.is_closed() {
+                // A refused body or failed store was the last error.
+                self.flush().await?;
+                return Err(self.closed_end());
+            }
             if self.out.len() >= REPLY_HIGH_WATER {
                 self.flush().await?;
             }
         }
+    }
+
+    /// How a session the session machine closed ended: QUIT, or the hard
+    /// error limit.
+    fn closed_end(&self) -> End {
+        let limit = self.settings.config.admission.hard_error_limit;
+        if limit == 0 || self.session.errors() < limit {
+            return End::Quit;
+        }
+        let why = Refusal::HardErrorLimit;
+        self.shard.refused(
+            why,
+            format_args!("{}: {} errors (--hard-error-limit)", self.peer.ip(), limit),
+        );
+        End::Refused(why)
+    }
+
+    /// Past `--soft-error-limit`, every reply waits `--error-delay` (a
+    /// timer: the core goes on with other sessions). Replies already
+    /// decided go out first.
+    async fn tarpit(&mut self) -> Result<(), End> {
+        let rules = &self.settings.config.admission;
+        let soft = rules.soft_error_limit;
+        if soft == 0 || self.session.errors() < soft {
+            return Ok(());
+        }
+        let delay = rules.error_delay;
+        self.flush().await?;
+        glommio::timer::sleep(delay).await;
+        Ok(())
     }
 
     /// After `220 Ready to start TLS`: throws away anything the client
@@ -293,6 +433,12 @@ impl Connection {
     /// Reads more command input, with the idle timeout; outside a
     /// transaction a shutdown interrupts the wait.
     async fn read_commands(&mut self) -> io::Result<Read> {
+        self.read_commands_within(self.settings.config.idle_timeout)
+            .await
+    }
+
+    /// [`Connection::read_commands`] with another time limit.
+    async fn read_commands_within(&mut self, limit: std::time::Duration) -> io::Result<Read> {
         if self.start > 0 {
             self.input.drain(..self.start);
             self.start = 0;
@@ -308,11 +454,7 @@ impl Connection {
         };
         let r = self
             .stream
-            .read_within(
-                &mut self.input[old..],
-                self.settings.config.idle_timeout,
-                Some(interrupt),
-            )
+            .read_within(&mut self.input[old..], limit, Some(interrupt))
             .await;
         let n = match &r {
             Ok(Read::Bytes(n)) => *n,

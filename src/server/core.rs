@@ -19,6 +19,7 @@ use glommio::net::TcpListener;
 use super::accept;
 use super::settings::{Published, Settings};
 use super::shard::{Shard, ShardParts};
+use crate::client::ClientTable;
 use crate::metrics::CoreMetrics;
 use crate::spool::recover::Recovery;
 use crate::spool::walk::core_dir;
@@ -38,6 +39,8 @@ pub struct CoreStart {
     pub published: Arc<Published>,
     /// Set while the undrained spool is over --spool-max-bytes.
     pub spool_full: Arc<AtomicBool>,
+    /// Per-client state, shared by every core.
+    pub clients: Arc<ClientTable>,
     /// -1 quiet, 0 normal, 1+ verbose.
     pub verbosity: i8,
     /// Gets `Ok` once every listener is bound, or why one could not be.
@@ -53,6 +56,7 @@ pub async fn run(start: CoreStart) {
         flag,
         published,
         spool_full,
+        clients,
         verbosity,
         ready,
     } = start;
@@ -95,6 +99,7 @@ pub async fn run(start: CoreStart) {
         writer,
         metrics,
         spool_full,
+        clients,
         verbosity,
     });
     glommio::spawn_local(shard.shutdown().clone().watch(flag)).detach();

@@ -41,13 +41,16 @@
 //! `intake` → `arena`, each of them → `shard` → `settings`/`shutdown`.
 
 pub mod accept;
+pub mod admission;
 pub mod arena;
 pub mod backlog;
 pub mod connection;
 pub mod core;
 pub mod intake;
+pub mod log_budget;
 pub mod message;
 pub mod reload;
+pub mod screening;
 pub mod settings;
 pub mod shard;
 pub mod shutdown;
@@ -59,6 +62,8 @@ use std::sync::{mpsc, Arc};
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::client::table::DEFAULT_CAPACITY;
+use crate::client::ClientTable;
 use crate::config::ServeArgs;
 use crate::metrics::CoreMetrics;
 use crate::spool::recover::recover_core;
@@ -122,6 +127,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         spool_full.clone(),
     )
     .context("cannot start the spool backlog watcher")?;
+    let clients = ClientTable::new(DEFAULT_CAPACITY);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
     for (core, &cpu) in config.cpus.iter().enumerate() {
@@ -144,6 +150,7 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             flag: flag.clone(),
             published: published.clone(),
             spool_full: spool_full.clone(),
+            clients: clients.clone(),
             verbosity,
             ready: ready_tx.clone(),
         };

@@ -37,6 +37,7 @@ impl Settings {
                 bare_newlines: config.bare_newlines,
                 starttls: config.tls.is_some(),
                 require_tls: config.require_tls,
+                hard_error_limit: config.admission.hard_error_limit,
             }),
             config,
         })

@@ -15,9 +15,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::arena::{Arena, ArenaPool};
+use super::log_budget::LogBudget;
 use super::settings::{Published, Settings};
 use super::shutdown::Shutdown;
-use crate::metrics::CoreMetrics;
+use crate::client::ClientTable;
+use crate::metrics::{CoreMetrics, Refusal};
 use crate::spool::{MessageWriter, SpoolWriter};
 
 /// Free arenas a core keeps for the next messages.
@@ -49,6 +51,10 @@ pub struct Shard {
     metrics: Arc<CoreMetrics>,
     /// Set while the undrained spool is over --spool-max-bytes.
     spool_full: Arc<AtomicBool>,
+    /// Per-client state, shared by every core.
+    clients: Arc<ClientTable>,
+    /// How many refusals may still be logged.
+    refusal_log: LogBudget,
 }
 
 /// What a shard is made of.
@@ -59,6 +65,7 @@ pub struct ShardParts {
     pub writer: Rc<SpoolWriter>,
     pub metrics: Arc<CoreMetrics>,
     pub spool_full: Arc<AtomicBool>,
+    pub clients: Arc<ClientTable>,
     pub verbosity: i8,
 }
 
@@ -79,6 +86,8 @@ impl Shard {
             verbosity: parts.verbosity,
             metrics: parts.metrics,
             spool_full: parts.spool_full,
+            clients: parts.clients,
+            refusal_log: LogBudget::default(),
         })
     }
 
@@ -105,6 +114,34 @@ impl Shard {
     /// Triggered once the shutdown grace period is over.
     pub fn grace_over(&self) -> &Shutdown {
         &self.grace_over
+    }
+
+    /// The table of clients every core shares.
+    pub fn clients(&self) -> &Arc<ClientTable> {
+        &self.clients
+    }
+
+    /// Counts a refusal and logs `what` (a sentence about the client),
+    /// within the core's log budget.
+    pub fn refused(&self, why: Refusal, what: std::fmt::Arguments<'_>) {
+        self.metrics.refused(why);
+        if !self.logs(0) {
+            return;
+        }
+        let allowance = self.refusal_log.spend(std::time::Instant::now());
+        if allowance.suppressed > 0 {
+            eprintln!(
+                "sluice: core {}: {} more refusal(s) were not logged",
+                self.core, allowance.suppressed
+            );
+        }
+        if allowance.log {
+            eprintln!(
+                "sluice: core {}: refused ({}): {what}",
+                self.core,
+                why.label()
+            );
+        }
     }
 
     /// Whether the undrained spool is over `--spool-max-bytes`.

@@ -12,7 +12,7 @@ pub mod reply;
 pub mod session;
 
 pub use session::{
-    Action, BareNewlinePolicy, Envelope, Session, SessionConfig, StoreFailure, Verdict,
+    Action, BareNewlinePolicy, Envelope, Quota, Session, SessionConfig, StoreFailure, Verdict,
 };
 
 #[cfg(test)]

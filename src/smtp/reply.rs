@@ -116,6 +116,17 @@ replies! {
     DATA_TIMEOUT = 421 "4.4.2" "Timeout while receiving data, closing connection";
     /// This core has as many connections as it may hold.
     TOO_MANY_CONNECTIONS = 421 "4.7.0" "Too many connections, try again later";
+    /// The client has --client-connection-limit connections open, or
+    /// opened more than --client-connection-rate in the last minute.
+    CLIENT_TOO_MANY_CONNECTIONS = 421 "4.7.0" "Too many connections from your address, try again later";
+    /// --client-connection-rate.
+    CLIENT_CONNECTING_TOO_FAST = 421 "4.7.0" "Too many new connections from your address, try again later";
+    /// --hard-error-limit reached.
+    TOO_MANY_ERRORS = 421 "4.7.0" "Too many errors, closing connection";
+    /// --client-message-rate.
+    CLIENT_TOO_MANY_MESSAGES = 451 "4.7.1" "Too many messages from your address, try again later";
+    /// --client-recipient-rate.
+    CLIENT_TOO_MANY_RECIPIENTS = 451 "4.7.1" "Too many recipients from your address, try again later";
     /// A write or sync of the spool failed.
     LOCAL_ERROR = 451 "4.3.0" "Local error in processing, message not stored; try again later";
     /// The spool is out of space.
@@ -140,6 +151,13 @@ replies! {
     BAD_SEQUENCE = 503 "5.5.1" "Bad sequence of commands:";
     /// --require-tls: MAIL before STARTTLS (RFC 3207 §4).
     TLS_REQUIRED = 530 "5.7.0" "Must issue a STARTTLS command first";
+    /// The client spoke before the greeting (--greet-pause).
+    TALKED_FIRST = 554 "5.5.1" "Protocol error: you talked before the greeting";
+    /// A DNS list scored the client over --dnsbl-threshold; the detail is
+    /// `[ip] blocked using ZONE` (as Postfix's postscreen says it).
+    BLOCKED = 554 "5.7.1" "Service unavailable; client";
+    /// Any command but QUIT after a 554 greeting (RFC 5321 §3.1).
+    GREETING_REFUSED = 503 "5.5.1" "Bad sequence of commands: this session was refused at the greeting; only QUIT is accepted";
     /// A recipient domain we do not accept mail for.
     RELAY_DENIED = 550 "5.7.1" "Relaying denied: we do not accept mail for this domain";
     /// The body had a bare CR or LF (SMTP smuggling defence).

@@ -59,6 +59,19 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// MAIL is refused (530) until STARTTLS.
     pub require_tls: bool,
+    /// After this many error replies the session gets 421 and ends; 0 is
+    /// never.
+    pub hard_error_limit: u32,
+}
+
+/// The client's share of the per-client rates, asked when a MAIL or RCPT
+/// is about to be accepted. No I/O: an implementation counts in memory
+/// (the server's is a few atomic operations on the shared client table).
+pub trait Quota {
+    /// One more message from this client now, or `false` (451 4.7.1).
+    fn message(&mut self) -> bool;
+    /// One more recipient from this client now, or `false` (451 4.7.1).
+    fn recipient(&mut self) -> bool;
 }
 
 /// What the connection must do after a call.
@@ -132,12 +145,13 @@ enum State {
     Chunking,
     /// A finished body is waiting for the spool's answer.
     Storing,
+    /// The greeting was a 554: only QUIT (RFC 5321 §3.1).
+    Refused,
     /// QUIT or a fatal error.
     Closed,
 }
 
 /// One SMTP session.
-#[derive(Debug)]
 pub struct Session {
     config: Rc<SessionConfig>,
     state: State,
@@ -153,6 +167,23 @@ pub struct Session {
     chunked: u64,
     /// The BDAT chunk being read is refused, for this reason.
     chunk_refusal: Option<ChunkRefusal>,
+    /// Error replies (4xx, 5xx) since the session began or last stored a
+    /// message.
+    errors: u32,
+    /// Per-client rates; `None` is unlimited (a trusted client).
+    quota: Option<Box<dyn Quota>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state)
+            .field("helo", &self.helo)
+            .field("tls", &self.tls)
+            .field("errors", &self.errors)
+            .field("envelope", &self.envelope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -168,13 +199,55 @@ impl Session {
             envelope: Envelope::default(),
             chunked: 0,
             chunk_refusal: None,
+            errors: 0,
+            quota: None,
         }
+    }
+
+    /// Gives the session its client's rates (untrusted clients only).
+    pub fn set_quota(&mut self, quota: Box<dyn Quota>) {
+        self.quota = Some(quota);
     }
 
     /// Writes the 220 greeting.
     pub fn greet(&self, out: &mut Vec<u8>) {
         let text = format!("{} ESMTP sluice ready", self.config.hostname);
         write_line(out, 220, "", &text, true);
+    }
+
+    /// Writes a 554 greeting instead (`reply` with `detail`): from now on
+    /// every command but QUIT gets 503 5.5.1, and QUIT 221 (RFC 5321
+    /// §3.1).
+    pub fn refuse(
+        &mut self,
+        reply: reply::Reply,
+        detail: std::fmt::Arguments<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        debug_assert_eq!(reply.code, 554);
+        reply.write_with(out, detail);
+        self.state = State::Refused;
+    }
+
+    /// Error replies since the start or the last stored message.
+    pub fn errors(&self) -> u32 {
+        self.errors
+    }
+
+    /// Counts the reply written from `out[from..]` if it is an error; at
+    /// the hard limit adds the 421 and closes the session.
+    fn count_error(&mut self, out: &mut Vec<u8>, from: usize) -> bool {
+        if !matches!(out.get(from), Some(b'4' | b'5')) || self.state == State::Closed {
+            return false;
+        }
+        self.errors += 1;
+        let limit = self.config.hard_error_limit;
+        if limit > 0 && self.errors >= limit {
+            reply::TOO_MANY_ERRORS.write(out);
+            self.state = State::Closed;
+            return true;
+        }
+        false
     }
 
     /// The HELO/EHLO name, once given.
@@ -188,6 +261,9 @@ impl Session {
     pub fn tls_started(&mut self, description: String) {
         *self = Session {
             tls: Some(description),
+            // What the client is allowed and what it did wrong stay.
+            quota: self.quota.take(),
+            errors: self.errors,
             ..Session::new(self.config.clone())
         };
     }
@@ -228,16 +304,36 @@ impl Session {
 
     /// A command line longer than 512 octets arrived (and was skipped).
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Action {
+        let from = out.len();
         reply::LINE_TOO_LONG.write(out);
-        Action::ReadCommands
+        self.after_reply(Action::ReadCommands, out, from)
     }
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8], bare_lf: bool, out: &mut Vec<u8>) -> Action {
+        let from = out.len();
+        let action = self.answer(line, bare_lf, out);
+        self.after_reply(action, out, from)
+    }
+
+    /// `action`, unless the reply at `out[from..]` was the last error the
+    /// hard limit allows: then the session closes.
+    fn after_reply(&mut self, action: Action, out: &mut Vec<u8>, from: usize) -> Action {
+        if self.count_error(out, from) {
+            Action::Close
+        } else {
+            action
+        }
+    }
+
+    fn answer(&mut self, line: &[u8], bare_lf: bool, out: &mut Vec<u8>) -> Action {
         debug_assert!(matches!(
             self.state,
-            State::Connected | State::Idle | State::Mail | State::Chunking
+            State::Connected | State::Idle | State::Mail | State::Chunking | State::Refused
         ));
+        if self.state == State::Refused {
+            return self.refused(line, out);
+        }
         if bare_lf && self.config.bare_newlines == BareNewlinePolicy::Reject {
             reply::BARE_LF_COMMAND.write(out);
             return Action::ReadCommands;
@@ -306,6 +402,16 @@ impl Session {
         }
     }
 
+    /// After a 554 greeting: QUIT, or 503.
+    fn refused(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
+        if let Ok(Command::Quit) = command::parse(line) {
+            reply::BYE.write(out);
+            return self.close();
+        }
+        reply::GREETING_REFUSED.write(out);
+        Action::ReadCommands
+    }
+
     fn close(&mut self) -> Action {
         self.state = State::Closed;
         Action::Close
@@ -314,7 +420,10 @@ impl Session {
     fn reset_transaction(&mut self) {
         self.envelope = Envelope::default();
         self.chunked = 0;
-        if self.state != State::Connected && self.state != State::Closed {
+        if !matches!(
+            self.state,
+            State::Connected | State::Closed | State::Refused
+        ) {
             self.state = State::Idle;
         }
     }
@@ -394,6 +503,10 @@ impl Session {
             reply::NEEDS_SMTPUTF8.write(out);
             return Action::ReadCommands;
         }
+        if !self.quota.as_mut().is_none_or(|q| q.message()) {
+            reply::CLIENT_TOO_MANY_MESSAGES.write(out);
+            return Action::ReadCommands;
+        }
         self.envelope = Envelope {
             mail_from: from,
             rcpt_to: Vec::new(),
@@ -420,6 +533,10 @@ impl Session {
         }
         if !self.accepts(&to) {
             reply::RELAY_DENIED.write(out);
+            return Action::ReadCommands;
+        }
+        if !self.quota.as_mut().is_none_or(|q| q.recipient()) {
+            reply::CLIENT_TOO_MANY_RECIPIENTS.write(out);
             return Action::ReadCommands;
         }
         self.envelope.rcpt_to.push(to);
@@ -482,6 +599,13 @@ impl Session {
     /// A BDAT chunk of `size` octets has been read (and kept, unless the
     /// action said `discard`).
     pub fn chunk_done(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Verdict {
+        let from = out.len();
+        let verdict = self.chunk_verdict(size, last, out);
+        self.count_error(out, from);
+        verdict
+    }
+
+    fn chunk_verdict(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Verdict {
         if let Some(refusal) = self.chunk_refusal.take() {
             match refusal {
                 ChunkRefusal::NoRecipients => {
@@ -510,6 +634,7 @@ impl Session {
     /// connection dropped for being over the limit), with `flags`.
     pub fn data_done(&mut self, size: u64, flags: BodyFlags, out: &mut Vec<u8>) -> Verdict {
         debug_assert_eq!(self.state, State::Data);
+        let from = out.len();
         let refused = if size > self.config.max_message_size {
             self.write_too_big(out);
             true
@@ -527,6 +652,7 @@ impl Session {
         };
         if refused {
             self.reset_transaction();
+            self.count_error(out, from);
             Verdict::Rejected
         } else {
             self.state = State::Storing;
@@ -538,12 +664,18 @@ impl Session {
     /// [`Verdict::Store`]: its queue id, or why it was not stored.
     pub fn stored(&mut self, result: Result<&str, StoreFailure>, out: &mut Vec<u8>) {
         debug_assert_eq!(self.state, State::Storing);
+        let from = out.len();
         match result {
-            Ok(id) => reply::QUEUED.write_with(out, format_args!("{id}")),
+            Ok(id) => {
+                reply::QUEUED.write_with(out, format_args!("{id}"));
+                // An accepted message forgives (Postfix's error counts too).
+                self.errors = 0;
+            }
             Err(StoreFailure::NoSpace) => reply::INSUFFICIENT_STORAGE.write(out),
             Err(StoreFailure::Io) => reply::LOCAL_ERROR.write(out),
         }
         self.reset_transaction();
+        self.count_error(out, from);
     }
 
     fn write_too_big(&self, out: &mut Vec<u8>) {

@@ -15,6 +15,7 @@ fn config() -> SessionConfig {
         bare_newlines: BareNewlinePolicy::Reject,
         starttls: false,
         require_tls: false,
+        hard_error_limit: 0,
     }
 }
 
@@ -422,4 +423,162 @@ fn a_full_spool_refuses_new_transactions_with_452_until_it_drains() {
     assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
     t.s.set_spool_full(false);
     assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+}
+
+/// A quota that allows a fixed number of each, counting what was asked.
+struct Allow {
+    messages: u32,
+    recipients: u32,
+}
+
+impl Quota for Allow {
+    fn message(&mut self) -> bool {
+        self.messages
+            .checked_sub(1)
+            .map(|n| self.messages = n)
+            .is_some()
+    }
+    fn recipient(&mut self) -> bool {
+        self.recipients
+            .checked_sub(1)
+            .map(|n| self.recipients = n)
+            .is_some()
+    }
+}
+
+#[test]
+fn the_client_rates_refuse_mail_and_rcpt_with_451_4_7_1() {
+    let mut t = T::new();
+    t.s.set_quota(Box::new(Allow {
+        messages: 1,
+        recipients: 2,
+    }));
+    t.ready();
+    // Only accepted recipients are taken from the quota.
+    assert_eq!(t.code("RCPT TO:<c@elsewhere.test>"), 550);
+    assert_eq!(t.code("RCPT TO:<c@ok.test>"), 250);
+    let (reply, _) = t.send("RCPT TO:<d@ok.test>");
+    assert_eq!(
+        reply,
+        "451 4.7.1 Too many recipients from your address, try again later\r\n"
+    );
+    assert_eq!(t.code("RSET"), 250);
+    let (reply, _) = t.send("MAIL FROM:<a@x.test>");
+    assert_eq!(
+        reply,
+        "451 4.7.1 Too many messages from your address, try again later\r\n"
+    );
+    // A refused MAIL leaves no transaction.
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 503);
+}
+
+#[test]
+fn the_hard_error_limit_ends_the_session_with_421_after_the_nth_error() {
+    let mut t = T::with(SessionConfig {
+        hard_error_limit: 3,
+        ..config()
+    });
+    assert_eq!(t.code("FOO"), 500);
+    assert_eq!(t.code("NOOP"), 250, "successes do not count");
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 503);
+    assert_eq!(t.s.errors(), 2);
+    let (reply, action) = t.send("BAR");
+    assert_eq!(
+        reply,
+        "500 5.5.2 Syntax error, command unrecognized\r\n421 4.7.0 Too many errors, closing connection\r\n"
+    );
+    assert_eq!(action, Action::Close);
+    assert!(t.s.is_closed());
+}
+
+#[test]
+fn an_accepted_message_resets_the_error_count() {
+    let mut t = T::with(SessionConfig {
+        hard_error_limit: 3,
+        ..config()
+    });
+    assert_eq!(t.code("FOO"), 500);
+    assert_eq!(t.code("FOO"), 500);
+    t.ready();
+    assert_eq!(t.send("DATA").1, Action::ReceiveData);
+    let mut out = Vec::new();
+    assert_eq!(
+        t.s.data_done(10, BodyFlags::default(), &mut out),
+        Verdict::Store
+    );
+    t.s.stored(Ok("id1"), &mut out);
+    assert_eq!(t.s.errors(), 0);
+    assert_eq!(t.code("FOO"), 500);
+    assert_eq!(t.code("FOO"), 500);
+    assert_eq!(t.send("FOO").1, Action::Close);
+}
+
+#[test]
+fn a_refused_body_counts_and_can_be_the_last_error() {
+    let mut t = T::with(SessionConfig {
+        hard_error_limit: 2,
+        ..config()
+    });
+    assert_eq!(t.code("FOO"), 500);
+    t.ready();
+    t.send("DATA");
+    let mut out = Vec::new();
+    let verdict = t.s.data_done(5000, BodyFlags::default(), &mut out);
+    assert_eq!(verdict, Verdict::Rejected);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("552 ")
+            && text.ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
+        "{text}"
+    );
+    assert!(t.s.is_closed());
+}
+
+#[test]
+fn after_a_554_greeting_only_quit_is_accepted() {
+    let mut t = T::new();
+    let mut out = Vec::new();
+    t.s.refuse(
+        crate::smtp::reply::BLOCKED,
+        format_args!("[192.0.2.1] blocked using bl.test"),
+        &mut out,
+    );
+    assert_eq!(
+        out,
+        b"554 5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.test\r\n"
+    );
+    for line in [
+        "EHLO c.test",
+        "MAIL FROM:<a@x.test>",
+        "RSET",
+        "NOOP",
+        "garbage",
+    ] {
+        let (reply, action) = t.send(line);
+        assert!(reply.starts_with("503 5.5.1 "), "{line}: {reply}");
+        assert_eq!(action, Action::ReadCommands);
+    }
+    let (reply, action) = t.send("QUIT");
+    assert_eq!(
+        (reply.as_str(), action),
+        ("221 2.0.0 Bye\r\n", Action::Close)
+    );
+}
+
+#[test]
+fn errors_and_quota_survive_starttls() {
+    let mut t = T::with(SessionConfig {
+        starttls: true,
+        ..config()
+    });
+    t.s.set_quota(Box::new(Allow {
+        messages: 0,
+        recipients: 0,
+    }));
+    assert_eq!(t.code("FOO"), 500);
+    assert_eq!(t.send("STARTTLS").1, Action::StartTls);
+    t.s.tls_started("TLSv1.3".into());
+    assert_eq!(t.s.errors(), 1);
+    assert_eq!(t.code("EHLO c.test"), 250);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 451);
 }
