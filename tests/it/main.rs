@@ -21,6 +21,10 @@ mod proxy;
 mod tls;
 // SIGHUP reloads the configuration and TLS material.
 mod reload;
+// Client limits, trusted networks, error limits, greet pause.
+mod admission;
+// DNS lists against a real dnsmasq.
+mod dnsbl;
 // NATS JetStream test support.
 mod nats;
 // sluice drain into a real JetStream cluster.

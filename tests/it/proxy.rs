@@ -63,7 +63,7 @@ fn connections_without_a_valid_header_are_closed_unanswered() {
 fn only_listed_balancers_may_connect() {
     let server = Server::start(&["--proxy-protocol", "--proxy-from", "127.0.0.2/32"]);
     closed_silently(connect_from("127.0.0.1", server.addr));
-    server.wait_for_log("closed a connection from 127.0.0.1:");
+    server.wait_for_log("refused (not_a_balancer): 127.0.0.1:");
     let mut s = connect_from("127.0.0.2", server.addr);
     s.write_all(b"PROXY TCP6 2001:db8::5 2001:db8::1 1234 25\r\n")
         .unwrap();
