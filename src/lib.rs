@@ -9,8 +9,12 @@
 //! - [`spool`]: per-core append-only segments with group commit, their
 //!   record format, recovery and readers.
 //! - [`server`]: one pinned glommio executor per core; each connection a
-//!   pipeline of stages (admission, the I/O pump, the sans-I/O body
-//!   intake, commit); shutdown and reload.
+//!   pipeline of stages (admission, screening, the I/O pump, the sans-I/O
+//!   body intake, commit); shutdown and reload.
+//! - [`client`]: per-client state every core shares: connection counts,
+//!   smooth rates, cached DNS list verdicts, in a bounded lock-free table.
+//! - [`dnsbl`]: DNS block and allow lists (postscreen syntax, hickory-proto
+//!   wire format, parallel lookups on the core's executor).
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`drain`]: `sluice drain`, the spool into NATS JetStream.
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.

@@ -216,9 +216,9 @@ serve_settings! {
     greet_pause: Option<Secs>,
 
     /// A DNS list to screen clients with, as Postfix's
-    /// postscreen_dnsbl_sites: ZONE[=FILTER][*WEIGHT], like
-    /// zen.example=127.0.0.[2..11]*2 (repeatable; a negative weight makes
-    /// an allow list).
+    /// postscreen_dnsbl_sites: `ZONE[=FILTER][*WEIGHT]`, like
+    /// `zen.example=127.0.0.[2..11]*2` (repeatable; a negative weight
+    /// makes an allow list).
     #[arg(long, value_name = "ZONE[=FILTER][*WEIGHT]")]
     dnsbl: Vec<String>,
 

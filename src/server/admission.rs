@@ -99,32 +99,53 @@ impl ClientQuota {
     }
 }
 
-impl Quota for ClientQuota {
-    fn message(&mut self) -> bool {
-        let ok = self.hold.take_message(self.rates.messages);
+impl ClientQuota {
+    /// Takes one event of `per_minute` with `take`; a refusal is counted
+    /// and logged as `what` (`MAIL`, `RCPT`) over `flag`.
+    fn take(
+        &self,
+        take: fn(&ClientHold, u32) -> bool,
+        per_minute: u32,
+        why: Refusal,
+        what: &str,
+        flag: &str,
+    ) -> bool {
+        let ok = take(&self.hold, per_minute);
         if !ok {
             self.shard.refused(
-                Refusal::ClientMessageRate,
+                why,
                 format_args!(
-                    "MAIL from {}: over --client-message-rate {} per minute",
-                    self.ip, self.rates.messages
+                    "{what} from {}: over {flag} {per_minute} per minute",
+                    self.ip
                 ),
             );
         }
         ok
     }
+}
+
+impl Quota for ClientQuota {
+    fn message(&mut self) -> bool {
+        let rate = self.rates.messages;
+        let why = Refusal::ClientMessageRate;
+        self.take(
+            ClientHold::take_message,
+            rate,
+            why,
+            "MAIL",
+            "--client-message-rate",
+        )
+    }
 
     fn recipient(&mut self) -> bool {
-        let ok = self.hold.take_recipient(self.rates.recipients);
-        if !ok {
-            self.shard.refused(
-                Refusal::ClientRecipientRate,
-                format_args!(
-                    "RCPT from {}: over --client-recipient-rate {} per minute",
-                    self.ip, self.rates.recipients
-                ),
-            );
-        }
-        ok
+        let rate = self.rates.recipients;
+        let why = Refusal::ClientRecipientRate;
+        self.take(
+            ClientHold::take_recipient,
+            rate,
+            why,
+            "RCPT",
+            "--client-recipient-rate",
+        )
     }
 }

@@ -13,18 +13,20 @@
 //! AUTH) are new stages between these, not branches inside the pump.
 //!
 //! ```text
-//!  accept ─► admission ─► PROXY header ─► greeting ─► commands ─► body intake
-//!  accept.rs  accept.rs   connection.rs  connection.rs  smtp::Session  intake.rs
-//!                                                      (sans-I/O)    (sans-I/O)
-//!        ─► verdict ─────────► commit ──────► reply
-//!           smtp::Session      message.rs     smtp::Session (250 after fsync)
-//!           (data_done,        (spool writer,
-//!            chunk_done)        group commit)
+//!  accept ─► PROXY header ─► admission ─► screening ─► greeting ─► commands
+//!  accept.rs connection.rs   admission.rs screening.rs  smtp::Session (sans-I/O)
+//!        ─► body intake ─► verdict ──────► commit ──────► reply
+//!           intake.rs      smtp::Session   message.rs     smtp::Session
+//!           (sans-I/O)     (data_done,     (spool writer, (250 after fsync)
+//!                           chunk_done)     group commit)
 //! ```
 //!
 //! - [`core`]: one core's main: listeners, writer task, housekeeping, stop.
-//! - [`accept`]: the accept loop and admission (`--proxy-from`,
-//!   `--max-connections`).
+//! - [`accept`]: the accept loop (`--proxy-from`, `--max-connections`).
+//! - [`admission`]: trusted networks, per-client connection limit and
+//!   rate, and the session's MAIL/RCPT [`Quota`](crate::smtp::Quota).
+//! - [`screening`]: DNS list lookups during the greet pause.
+//! - [`log_budget`]: how many refusals a core logs.
 //! - [`connection`]: the I/O pump of one client (read, write, timeouts,
 //!   shutdown, PROXY, STARTTLS) driving the session and the message.
 //! - [`message`]: a message in flight: queue id, trace header, intake,
@@ -37,8 +39,9 @@
 //! - [`backlog`]: --spool-max-bytes, undrained spool per core.
 //! - [`shutdown`]: SIGTERM/SIGINT to every core.
 //!
-//! Imports go one way: `core` → `accept` → `connection` → `message` →
-//! `intake` → `arena`, each of them → `shard` → `settings`/`shutdown`.
+//! Imports go one way: `core` → `accept` → `connection` → `admission`,
+//! `screening`, `message` → `intake` → `arena`, each of them → `shard` →
+//! `settings`/`shutdown`.
 
 pub mod accept;
 pub mod admission;

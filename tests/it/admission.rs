@@ -41,14 +41,8 @@ const TOO_FAST: &str = "421 4.7.0 Too many new connections from your address, tr
 /// The node's total of `sluice_refusals_total` for `reason`.
 fn refusals(server: &Server, reason: &str) -> f64 {
     let (_, page) = http(server.metrics_addr(), "GET", "/metrics");
-    (0..2)
-        .map(|core| {
-            sample(
-                &page,
-                &format!("sluice_refusals_total{{core=\"{core}\",reason=\"{reason}\"}}"),
-            )
-        })
-        .sum()
+    let labels = format!("reason=\"{reason}\"");
+    node_total(&page, "sluice_refusals_total", &labels, 2)
 }
 
 /// Retries `check` for a few seconds: a client's close reaches the

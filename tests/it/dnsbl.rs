@@ -165,14 +165,7 @@ fn listed_clients_get_554_and_then_only_quit_others_are_greeted() {
     }
     assert_eq!(dns.queries("1.0.0.127.bl.test"), 0, "trusted: no query");
     let (_, page) = http(server.metrics_addr(), "GET", "/metrics");
-    let refused: f64 = (0..2)
-        .map(|core| {
-            sample(
-                &page,
-                &format!("sluice_refusals_total{{core=\"{core}\",reason=\"dnsbl\"}}"),
-            )
-        })
-        .sum();
+    let refused = node_total(&page, "sluice_refusals_total", "reason=\"dnsbl\"", 2);
     assert_eq!(refused, 1.0);
     assert!(server
         .log()

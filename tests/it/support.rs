@@ -176,6 +176,15 @@ pub fn sample(page: &str, series: &str) -> f64 {
         .unwrap()
 }
 
+/// A per-core series summed over `cores` cores: `labels` are the other
+/// labels, like `reason="dnsbl"` (empty for none).
+pub fn node_total(page: &str, name: &str, labels: &str, cores: usize) -> f64 {
+    let sep = if labels.is_empty() { "" } else { "," };
+    (0..cores)
+        .map(|core| sample(page, &format!("{name}{{core=\"{core}\"{sep}{labels}}}")))
+        .sum()
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
