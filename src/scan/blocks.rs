@@ -44,8 +44,8 @@ impl Simd {
         Simd::Baseline
     }
 
-    /// Every level this CPU runs, narrowest first (tests run them all).
-    #[cfg(test)]
+    /// Every level this CPU runs, narrowest first (the tests and the
+    /// fuzzer run them all).
     pub fn available() -> Vec<Simd> {
         let all = [
             Simd::Baseline,

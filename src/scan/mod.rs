@@ -14,6 +14,8 @@ pub use data::{BodyFlags, DataScanner, Progress};
 pub use line::{Line, LineReader};
 
 #[doc(hidden)]
+pub mod differential;
+#[doc(hidden)]
 pub mod naive;
 #[cfg(test)]
 mod tests;

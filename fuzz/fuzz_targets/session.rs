@@ -1,0 +1,79 @@
+//! The session state machine fed arbitrary command lines, with bodies,
+//! chunks, TLS and store outcomes decided by the input too. Every call
+//! must answer with well-formed replies, and nothing may panic.
+#![no_main]
+
+use std::rc::Rc;
+
+use libfuzzer_sys::fuzz_target;
+use sluice::scan::BodyFlags;
+use sluice::smtp::{Action, BareNewlinePolicy, Session, SessionConfig, StoreFailure, Verdict};
+
+fn config(starttls: bool) -> SessionConfig {
+    SessionConfig {
+        hostname: "mx.test".into(),
+        max_message_size: 1000,
+        max_recipients: 3,
+        accept_domains: Some(vec!["ok.test".into()]),
+        max_line_length: 1000,
+        bare_newlines: BareNewlinePolicy::Reject,
+        starttls,
+        require_tls: false,
+        hard_error_limit: 7,
+    }
+}
+
+/// Every reply line: three digits, a space or dash, CRLF, ≤ 512 octets.
+fn well_formed(out: &[u8]) {
+    for line in out.split_inclusive(|&b| b == b'\n') {
+        assert!(line.len() <= 512 && line.ends_with(b"\r\n"), "{line:?}");
+        assert!(line[..3].iter().all(u8::is_ascii_digit), "{line:?}");
+        assert!(matches!(line[3], b' ' | b'-'), "{line:?}");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, input)) = data.split_first() else {
+        return;
+    };
+    let mut s = Session::new(Rc::new(config(seed & 1 == 1)));
+    let mut out = Vec::new();
+    s.greet(&mut out);
+    for (n, line) in input.split(|&b| b == b'\n').enumerate() {
+        if s.is_closed() {
+            break;
+        }
+        out.clear();
+        let bare_lf = seed & 2 == 2 && n % 3 == 0;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let action = s.command(line, bare_lf, &mut out);
+        let twist = line.len() as u64 ^ u64::from(seed);
+        match action {
+            Action::ReceiveData => {
+                let flags = BodyFlags {
+                    bare_lf: twist & 4 == 4,
+                    ..BodyFlags::default()
+                };
+                if s.data_done(twist * 37 % 1500, flags, &mut out) == Verdict::Store {
+                    let result = match twist % 3 {
+                        0 => Ok("id"),
+                        1 => Err(StoreFailure::Io),
+                        _ => Err(StoreFailure::NoSpace),
+                    };
+                    s.stored(result, &mut out);
+                }
+            }
+            Action::ReceiveChunk { size, last, .. } => {
+                if s.chunk_done(size, last, &mut out) == Verdict::Store {
+                    s.stored(Ok("id"), &mut out);
+                }
+            }
+            Action::StartTls => s.tls_started("TLSv1.3".into()),
+            Action::Close => assert!(s.is_closed()),
+            Action::ReadCommands | Action::Abandon => {}
+        }
+        // BDAT is answered once its chunk is in; everything else at once.
+        assert!(!out.is_empty(), "a command without a reply");
+        well_formed(&out);
+    }
+});
