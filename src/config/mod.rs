@@ -44,6 +44,11 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 1000;
 pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
 /// A message larger than this streams to the spool while it arrives.
 pub const DEFAULT_MESSAGE_MEMORY: usize = 256 << 10;
+/// Message buffers of all cores together: a quarter of a 1 GiB VM, and
+/// enough for 1,000 messages at full speed (a growing message holds
+/// 64 KiB to 384 KiB) before bodies spill sooner.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+use crate::server::arena::MIN_CORE_BUDGET;
 /// How long transactions in flight may take to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: u64 = 30;
 
@@ -123,6 +128,14 @@ serve_settings! {
     /// the spool in chunks while they arrive. Default 256K.
     #[arg(long, value_name = "BYTES")]
     message_memory: Option<Size>,
+
+    /// Message buffers of all cores together never hold more than this
+    /// (K, M, G suffixes); each core gets an equal share. Near it, bodies
+    /// spill to the spool sooner and in smaller chunks, and messages that
+    /// hold nothing wait (reads pause) until memory comes back; no
+    /// message is refused for it. Default 256M.
+    #[arg(long, value_name = "BYTES")]
+    memory_budget: Option<Size>,
 
     /// How long transactions in flight may take to finish at shutdown.
     /// Default 30 (seconds).
@@ -275,6 +288,8 @@ pub struct Config {
     pub segment_size: u64,
     /// In-memory budget per message.
     pub message_memory: usize,
+    /// Message buffers of all cores together, octets.
+    pub memory_budget: usize,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Where `/metrics` and `/healthz` are served.
@@ -458,11 +473,26 @@ fn validate(g: Given) -> Result<Config> {
         None => machine_hostname(),
     };
     let cores = g.cores.map(|c| c.value);
+    let cpus = parse_cores(cores.as_deref(), &online_cpus()?)?;
+    let memory_budget = value_or(
+        g.memory_budget,
+        "memory_budget",
+        Size(DEFAULT_MEMORY_BUDGET as u64),
+    );
+    let least = (MIN_CORE_BUDGET * cpus.len()) as u64;
+    if memory_budget.value.0 < least {
+        bail!(
+            "{} must be at least 1M per core ({least} octets for {} cores), got {}",
+            memory_budget.source,
+            cpus.len(),
+            memory_budget.value.0
+        );
+    }
     Ok(Config {
         listen,
         spool: value_or(g.spool, "spool", PathBuf::from(DEFAULT_SPOOL)).value,
         hostname,
-        cpus: parse_cores(cores.as_deref(), &online_cpus()?)?,
+        cpus,
         max_message_size,
         max_recipients: positive(g.max_recipients, "max_recipients", DEFAULT_MAX_RECIPIENTS)?,
         max_connections: positive(
@@ -483,6 +513,7 @@ fn validate(g: Given) -> Result<Config> {
         .value,
         segment_size: segment_size.value.0,
         message_memory: message_memory.value.0 as usize,
+        memory_budget: usize::try_from(memory_budget.value.0).unwrap_or(usize::MAX),
         shutdown_grace: value_or(
             g.shutdown_grace,
             "shutdown_grace",

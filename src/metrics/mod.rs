@@ -185,6 +185,8 @@ pub struct CoreMetrics {
     pub tls_handshakes: Counter,
     /// TLS handshakes that failed.
     pub tls_failures: Counter,
+    /// Pauses of messages that found their core's memory budget used up.
+    pub memory_waits: Counter,
     /// Group-commit batches written.
     pub batches: Counter,
     /// `fdatasync` calls for batches.
@@ -221,6 +223,7 @@ impl Default for CoreMetrics {
             replies: Default::default(),
             tls_handshakes: Counter::default(),
             tls_failures: Counter::default(),
+            memory_waits: Counter::default(),
             batches: Counter::default(),
             syncs: Counter::default(),
             spooled_bytes: Counter::default(),

@@ -16,7 +16,7 @@ use super::{CoreMetrics, Counter, Histogram, Refusal, REPLY_CLASSES};
 pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
     let mut s = String::with_capacity(4096);
     type Pick = fn(&CoreMetrics) -> &Counter;
-    let per_core: [(&str, &str, &str, Pick); 15] = [
+    let per_core: [(&str, &str, &str, Pick); 16] = [
         ("sluice_connections_accepted_total", "counter", "Connections accepted.", |m| &m.accepted),
         ("sluice_connections_rejected_total", "counter", "Connections refused: over --max-connections, or a missing, malformed or untrusted PROXY header.", |m| &m.rejected),
         ("sluice_connections_open", "gauge", "Connections open now.", |m| &m.open),
@@ -27,6 +27,7 @@ pub fn render(cores: &[Arc<CoreMetrics>]) -> String {
         ("sluice_bytes_accepted_total", "counter", "Octets of acknowledged messages, trace header included.", |m| &m.bytes),
         ("sluice_tls_handshakes_total", "counter", "STARTTLS handshakes completed.", |m| &m.tls_handshakes),
         ("sluice_tls_failures_total", "counter", "STARTTLS handshakes that failed.", |m| &m.tls_failures),
+        ("sluice_memory_waits_total", "counter", "5 ms pauses of messages that found the core's --memory-budget share used up.", |m| &m.memory_waits),
         ("sluice_spool_batches_total", "counter", "Group-commit batches written to the spool.", |m| &m.batches),
         ("sluice_spool_syncs_total", "counter", "fdatasync calls that made a batch durable.", |m| &m.syncs),
         ("sluice_spool_bytes_total", "counter", "Octets appended to the spool (records and framing).", |m| &m.spooled_bytes),

@@ -555,12 +555,35 @@ impl Connection {
     }
 }
 
+/// How long a message that has no memory pauses before it asks again.
+const MEMORY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl BodySource for Connection {
     type Error = End;
 
     /// Body octets: first what the command buffer holds, then the socket
     /// (with the data timeout; a shutdown lets a body finish, the end of
     /// the grace period does not).
+    async fn wait_for_memory(&mut self) -> Result<(), End> {
+        self.shard.memory_wait();
+        let grace_over = self.shard.grace_over();
+        let woke = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(MEMORY_PAUSE).await;
+                false
+            },
+            async {
+                grace_over.wait().await;
+                true
+            },
+        )
+        .await;
+        if woke {
+            return Err(self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await);
+        }
+        Ok(())
+    }
+
     async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, End> {
         let buffered = &self.input[self.start..];
         if !buffered.is_empty() {

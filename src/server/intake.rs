@@ -10,6 +10,8 @@
 //!   call [`Intake::received`];
 //! - [`Need::Spill`]: hand these stored octets to the spool as a chunk
 //!   record, then call [`Intake::spilled`] with the outcome;
+//! - [`Need::Memory`]: the core is at its memory budget and this message
+//!   holds nothing it could spill: wait for memory, then ask again;
 //! - [`Need::Done`]: the body (DATA) or the chunk (BDAT) is complete. For
 //!   DATA, [`Intake::leftover`] holds the octets read after the
 //!   terminator: pipelined commands, which go back to the command buffer.
@@ -22,8 +24,14 @@
 //! input | room for the next read]`. The scanner unstuffs in place, so the
 //! stored body ends at or before the scanned input (the gap is the dropped
 //! dots and a held-back CR). BDAT: `[stored | room]`, no scanning.
+//!
+//! Reads ask for room in proportion to what the message has shown so far
+//! (at least [`MIN_READ`], at most [`READ_CHUNK`]), so the arena grows
+//! with the message. When the core's memory budget does not let the
+//! arena grow, the intake spills what it stores sooner (in smaller
+//! chunks) and reads into the room it already holds.
 
-use super::arena::{arena_size, Arena, READ_CHUNK};
+use super::arena::{arena_size, Arena, MIN_READ, READ_CHUNK};
 use crate::scan::{BodyFlags, DataScanner};
 use crate::spool::StoreError;
 
@@ -34,6 +42,8 @@ pub enum Need<'a> {
     Read(&'a mut [u8]),
     /// Write these octets to the spool as a chunk record.
     Spill(&'a [u8]),
+    /// The core's message memory is used up: wait until some comes back.
+    Memory,
     /// The body (DATA) or the current chunk (BDAT) is complete.
     Done,
 }
@@ -156,7 +166,10 @@ impl Intake {
                     return Need::Done;
                 }
                 // The scanner consumed all input: `scanned == filled`.
-                if self.stored >= self.limits.memory || self.arena.size() - *filled < READ_CHUNK {
+                let want = read_room(*filled);
+                let fits = self.arena.size() - *filled >= want;
+                let affordable = self.arena.can_grow_freely(*filled + want);
+                if self.stored >= self.limits.memory || !fits || !affordable {
                     if self.stored > 0 && keeping && !self.oversized {
                         return Need::Spill(&self.arena[..self.stored]);
                     }
@@ -165,23 +178,47 @@ impl Intake {
                 let Mode::Data { filled, .. } = self.mode else {
                     unreachable!("still DATA")
                 };
-                Need::Read(&mut self.arena.reach(filled + READ_CHUNK)[filled..])
+                match self.room_for(filled, read_room(filled)) {
+                    Some(end) => Need::Read(&mut self.arena.reach(end)[filled..]),
+                    None => Need::Memory,
+                }
             }
             Mode::Chunks { left } => {
                 if *left == 0 {
                     return Need::Done;
                 }
-                let want = (*left).min(READ_CHUNK as u64) as usize;
-                if self.stored >= self.limits.memory {
+                let want = read_room(self.stored).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let affordable = self.arena.can_grow_freely(self.stored + want);
+                if self.stored >= self.limits.memory || (!affordable && self.stored > 0) {
                     if keeping {
                         return Need::Spill(&self.arena[..self.stored]);
                     }
                     self.stored = 0;
                 }
                 let at = self.stored;
-                Need::Read(&mut self.arena.reach(at + want)[at..])
+                match self.room_for(at, want) {
+                    Some(end) => Need::Read(&mut self.arena.reach(end)[at..]),
+                    None => Need::Memory,
+                }
             }
         }
+    }
+
+    /// Where a read at `at` that would like `want` octets of room may end:
+    /// all of them while the core grows freely, else the room the arena
+    /// already holds past `at` (if it is worth a read), else a minimal
+    /// read within the whole budget; `None` when the core has no memory
+    /// left for this message at all.
+    fn room_for(&self, at: usize, want: usize) -> Option<usize> {
+        if self.arena.can_grow_freely(at + want) {
+            return Some(at + want);
+        }
+        let least = want.min(MIN_READ);
+        let held = self.arena.capacity().saturating_sub(at).min(want);
+        if held >= least / 4 && held > 0 {
+            return Some(at + held);
+        }
+        self.arena.can_reach(at + least).then_some(at + least)
     }
 
     /// `n` octets were put at the start of the last [`Need::Read`] slice.
@@ -261,6 +298,12 @@ impl Intake {
     pub fn failure(&self) -> Option<&StoreError> {
         self.failed.as_ref()
     }
+}
+
+/// The room a read asks for once `filled` octets sit in the arena: as
+/// much again, within [`MIN_READ`]..=[`READ_CHUNK`].
+fn read_room(filled: usize) -> usize {
+    filled.clamp(MIN_READ, READ_CHUNK)
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ fn drive(intake: &mut Intake, input: &[u8], fragment: usize, fail: Option<usize>
                 fed.spills += 1;
                 intake.spilled(r);
             }
+            Need::Memory => panic!("these tests never run out of memory"),
             Need::Read(room) => {
                 assert!(!room.is_empty(), "a read of nothing");
                 let n = fragment.min(room.len()).min(input.len() - fed.taken);
@@ -82,7 +83,7 @@ fn data(pool: &Rc<ArenaPool>, limits: Limits) -> Intake {
 /// Feeds `body` followed by pipelined commands at every fragment size and
 /// checks the result against the reference.
 fn check_data(body: &[u8], memory: usize) {
-    let pool = ArenaPool::new(memory, 4);
+    let pool = ArenaPool::new(memory, 4, usize::MAX);
     let pipelined = b"MAIL FROM:<a@b.test>\r\nQUIT\r\n";
     let input = [body, &pipelined[..]].concat();
     let want = naive::scan(&input, MAX_LINE);
@@ -145,7 +146,7 @@ fn bodies_over_the_memory_budget_spill_in_order() {
     for len in [4095, 4096, 9000, 70_000, 300_000] {
         let body = long_body(len);
         check_data(&body, 4096);
-        let pool = ArenaPool::new(4096, 1);
+        let pool = ArenaPool::new(4096, 1, usize::MAX);
         let mut intake = data(&pool, limits(4096));
         let fed = drive(&mut intake, &body, 65536, None);
         assert!(fed.done);
@@ -159,7 +160,7 @@ fn bodies_over_the_memory_budget_spill_in_order() {
 
 #[test]
 fn a_body_over_the_size_limit_is_counted_not_kept() {
-    let pool = ArenaPool::new(4096, 1);
+    let pool = ArenaPool::new(4096, 1, usize::MAX);
     let body = long_body(50_000);
     let want = naive::scan(&body, MAX_LINE);
     for fragment in FRAGMENTS {
@@ -180,7 +181,7 @@ fn a_body_over_the_size_limit_is_counted_not_kept() {
 
 #[test]
 fn after_a_failed_spill_the_body_is_read_to_its_end_and_not_kept() {
-    let pool = ArenaPool::new(4096, 1);
+    let pool = ArenaPool::new(4096, 1, usize::MAX);
     let body = long_body(100_000);
     for fragment in [7, 4096, 65536] {
         let mut intake = data(&pool, limits(4096));
@@ -197,7 +198,7 @@ fn bdat_chunks_take_exactly_their_octets_at_every_fragment_size() {
     let chunks: [&[u8]; 4] = [b"", b"a\r\n.\r\n", &[b'.'; 9000], &long_body(70_000)];
     let next_command = b"BDAT 0 LAST\r\n";
     for fragment in FRAGMENTS {
-        let pool = ArenaPool::new(4096, 1);
+        let pool = ArenaPool::new(4096, 1, usize::MAX);
         let mut intake = Intake::chunks(pool.take(), HEADER, limits(4096));
         let mut spooled = Vec::new();
         for chunk in chunks {
@@ -219,7 +220,7 @@ fn bdat_chunks_take_exactly_their_octets_at_every_fragment_size() {
 
 #[test]
 fn a_dropped_intake_gives_its_arena_back() {
-    let pool = ArenaPool::new(4096, 2);
+    let pool = ArenaPool::new(4096, 2, usize::MAX);
     let mut intake = data(&pool, limits(4096));
     let _ = drive(&mut intake, b"half a body", 3, None);
     assert_eq!(pool.free(), 0);

@@ -32,6 +32,9 @@ pub trait BodySource {
     type Error;
     /// Puts at least one octet at the start of `room`; returns how many.
     async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, Self::Error>;
+    /// The core's message memory is used up: pause a while (reading
+    /// nothing, so the client is held back by TCP) before asking again.
+    async fn wait_for_memory(&mut self) -> Result<(), Self::Error>;
 }
 
 /// How the body comes.
@@ -93,6 +96,7 @@ impl Message {
                     let n = source.read_body(room).await?;
                     self.intake.received(n);
                 }
+                Need::Memory => source.wait_for_memory().await?,
             }
         }
     }

@@ -81,6 +81,7 @@ pub fn keep_fixed(
         durability => "durability",
         segment_size => "segment-size",
         message_memory => "message-memory",
+        memory_budget => "memory-budget",
         metrics => "metrics",
         proxy_protocol => "proxy-protocol"
     );

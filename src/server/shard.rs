@@ -73,10 +73,12 @@ impl Shard {
     /// A core's shard; its arena pool is sized by the settings' message
     /// memory.
     pub fn new(parts: ShardParts) -> Rc<Shard> {
-        let memory = parts.settings.config.message_memory;
+        let config = &parts.settings.config;
+        let share = config.memory_budget / config.cpus.len().max(1);
+        let pool = ArenaPool::new(config.message_memory, ARENAS_KEPT, share);
         Rc::new(Shard {
             core: parts.core,
-            pool: ArenaPool::new(memory, ARENAS_KEPT),
+            pool,
             settings: RefCell::new(parts.settings),
             generation: Cell::new(parts.generation),
             writer: parts.writer,
@@ -157,6 +159,12 @@ impl Shard {
     /// A message buffer; it returns to the pool when dropped.
     pub fn arena(&self) -> Arena {
         self.pool.take()
+    }
+
+    /// A message found the core's share of `--memory-budget` used up.
+    pub fn memory_wait(&self) {
+        self.pool.note_wait();
+        self.metrics.memory_waits.add(1);
     }
 
     /// A new message with a fresh queue id.

@@ -25,6 +25,8 @@ mod reload;
 mod admission;
 // DNS lists against a real dnsmasq.
 mod dnsbl;
+// Thousands of parked bodies under --memory-budget.
+mod memory;
 // NATS JetStream test support.
 mod nats;
 // sluice drain into a real JetStream cluster.
