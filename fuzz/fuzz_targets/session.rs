@@ -7,19 +7,15 @@ use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::scan::BodyFlags;
-use sluice::smtp::{Action, BareNewlinePolicy, Session, SessionConfig, StoreFailure, Verdict};
+use sluice::smtp::{Action, Session, SessionConfig, StoreFailure, Verdict};
 
+/// The tests' small limits, with STARTTLS as the input says and an
+/// error limit the input can reach.
 fn config(starttls: bool) -> SessionConfig {
     SessionConfig {
-        hostname: "mx.test".into(),
-        max_message_size: 1000,
-        max_recipients: 3,
-        accept_domains: Some(vec!["ok.test".into()]),
-        max_line_length: 1000,
-        bare_newlines: BareNewlinePolicy::Reject,
         starttls,
-        require_tls: false,
         hard_error_limit: 7,
+        ..SessionConfig::small()
     }
 }
 

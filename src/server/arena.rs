@@ -20,7 +20,7 @@
 //! and an arena grows only while the count stays within the share
 //! ([`Arena::can_reach`]). A message that may not grow spills what it
 //! holds to the spool and goes on in the memory it has; one that has
-//! nothing to spill waits for memory to come back ([`ArenaPool::waits`]).
+//! nothing to spill waits for memory to come back ([`ArenaPool::note_wait`]).
 //! Free arenas are kept for reuse only while they are small and the core
 //! is well within its share, so memory goes back to the allocator (and
 //! from mimalloc to the OS) after a burst.
@@ -62,9 +62,6 @@ pub struct ArenaPool {
     budget: usize,
     /// Capacity of every arena of this core, in use or free.
     held: Cell<usize>,
-    /// Times a message had to wait for memory (for the stop line and
-    /// metrics).
-    waits: Cell<u64>,
 }
 
 impl ArenaPool {
@@ -77,7 +74,6 @@ impl ArenaPool {
             keep,
             budget,
             held: Cell::new(0),
-            waits: Cell::new(0),
         })
     }
 
@@ -105,15 +101,9 @@ impl ArenaPool {
         self.held.get()
     }
 
-    /// How often a message waited for memory.
-    pub fn waits(&self) -> u64 {
-        self.waits.get()
-    }
-
-    /// A message has to wait for memory: count it, and let go of the
-    /// free arenas (memory no message is using).
+    /// A message has to wait for memory: let go of the free arenas
+    /// (memory no message is using).
     pub fn note_wait(&self) {
-        self.waits.set(self.waits.get() + 1);
         let released: usize = self.free.borrow_mut().drain(..).map(|b| b.capacity()).sum();
         self.held.set(self.held.get() - released);
     }
@@ -253,6 +243,34 @@ mod tests {
         let a = pool.take();
         assert_eq!(a.len(), 100, "a reused arena needs no zeroing again");
         assert_eq!(a[99], 7);
+    }
+
+    #[test]
+    fn arenas_grow_by_doubling_and_their_capacity_is_counted_until_released() {
+        let pool = ArenaPool::new(4096, 1, 1 << 20);
+        let mut a = pool.take();
+        assert_eq!(a.capacity(), 0, "a new arena holds nothing");
+        a.reach(100);
+        a.reach(150);
+        assert_eq!(a.capacity(), 200, "doubled");
+        assert_eq!(pool.held(), 200);
+        drop(a);
+        assert_eq!(pool.held(), 200, "a kept free arena still counts");
+        pool.note_wait();
+        assert_eq!((pool.free(), pool.held()), (0, 0), "free arenas let go");
+    }
+
+    #[test]
+    fn growth_stays_within_the_budget_and_freely_within_half_of_it() {
+        let pool = ArenaPool::new(1 << 20, 1, 64 << 10);
+        let mut a = pool.take();
+        a.reach(30 << 10);
+        assert!(a.can_grow_freely(32 << 10) && !a.can_grow_freely(33 << 10));
+        assert!(a.can_reach(64 << 10) && !a.can_reach((64 << 10) + 1));
+        a.reach(40 << 10);
+        assert_eq!(a.capacity(), 40 << 10, "past the free half, no doubling");
+        drop(a);
+        assert_eq!(pool.held(), 0, "a large arena is released, not kept");
     }
 
     #[test]

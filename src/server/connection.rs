@@ -561,9 +561,8 @@ const MEMORY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 impl BodySource for Connection {
     type Error = End;
 
-    /// Body octets: first what the command buffer holds, then the socket
-    /// (with the data timeout; a shutdown lets a body finish, the end of
-    /// the grace period does not).
+    /// Pauses [`MEMORY_PAUSE`] (a timer; the core serves other sessions);
+    /// the end of the grace period ends the wait with a 421.
     async fn wait_for_memory(&mut self) -> Result<(), End> {
         self.shard.memory_wait();
         let grace_over = self.shard.grace_over();
@@ -584,6 +583,9 @@ impl BodySource for Connection {
         Ok(())
     }
 
+    /// Body octets: first what the command buffer holds, then the socket
+    /// (with the data timeout; a shutdown lets a body finish, the end of
+    /// the grace period does not).
     async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, End> {
         let buffered = &self.input[self.start..];
         if !buffered.is_empty() {

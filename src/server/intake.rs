@@ -166,7 +166,7 @@ impl Intake {
                     return Need::Done;
                 }
                 // The scanner consumed all input: `scanned == filled`.
-                let want = read_room(*filled);
+                let want = read_room(*filled, self.arena.capacity());
                 let fits = self.arena.size() - *filled >= want;
                 let affordable = self.arena.can_grow_freely(*filled + want);
                 if self.stored >= self.limits.memory || !fits || !affordable {
@@ -178,7 +178,8 @@ impl Intake {
                 let Mode::Data { filled, .. } = self.mode else {
                     unreachable!("still DATA")
                 };
-                match self.room_for(filled, read_room(filled)) {
+                let want = read_room(filled, self.arena.capacity());
+                match self.room_for(filled, want) {
                     Some(end) => Need::Read(&mut self.arena.reach(end)[filled..]),
                     None => Need::Memory,
                 }
@@ -187,7 +188,8 @@ impl Intake {
                 if *left == 0 {
                     return Need::Done;
                 }
-                let want = read_room(self.stored).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let left = usize::try_from(*left).unwrap_or(usize::MAX);
+                let want = read_room(self.stored, self.arena.capacity()).min(left);
                 let affordable = self.arena.can_grow_freely(self.stored + want);
                 if self.stored >= self.limits.memory || (!affordable && self.stored > 0) {
                     if keeping {
@@ -300,10 +302,14 @@ impl Intake {
     }
 }
 
-/// The room a read asks for once `filled` octets sit in the arena: as
-/// much again, within [`MIN_READ`]..=[`READ_CHUNK`].
-fn read_room(filled: usize) -> usize {
-    filled.clamp(MIN_READ, READ_CHUNK)
+/// The room a read asks for once `filled` octets sit in an arena of
+/// `capacity`: as much again, or what the arena already holds past them
+/// (a reused or once-grown arena reads at full size after a spill),
+/// within [`MIN_READ`]..=[`READ_CHUNK`].
+fn read_room(filled: usize, capacity: usize) -> usize {
+    filled
+        .max(capacity.saturating_sub(filled))
+        .clamp(MIN_READ, READ_CHUNK)
 }
 
 #[cfg(test)]

@@ -83,7 +83,13 @@ fn data(pool: &Rc<ArenaPool>, limits: Limits) -> Intake {
 /// Feeds `body` followed by pipelined commands at every fragment size and
 /// checks the result against the reference.
 fn check_data(body: &[u8], memory: usize) {
-    let pool = ArenaPool::new(memory, 4, usize::MAX);
+    check_data_within(body, memory, usize::MAX);
+}
+
+/// [`check_data`] with a core memory budget; the largest spill.
+fn check_data_within(body: &[u8], memory: usize, budget: usize) -> usize {
+    let pool = ArenaPool::new(memory, 4, budget);
+    let mut largest = 0;
     let pipelined = b"MAIL FROM:<a@b.test>\r\nQUIT\r\n";
     let input = [body, &pipelined[..]].concat();
     let want = naive::scan(&input, MAX_LINE);
@@ -108,7 +114,44 @@ fn check_data(body: &[u8], memory: usize) {
         let rest = [intake.leftover(), &input[fed.taken..]].concat();
         assert_eq!(rest, &input[end..], "{what}: pipelined octets");
         assert!(fed.largest_spill <= memory + READ_CHUNK, "{what}");
+        assert!(pool.held() <= budget, "{what}: {} held", pool.held());
+        largest = largest.max(fed.largest_spill);
     }
+    largest
+}
+
+#[test]
+fn a_tight_memory_budget_spills_sooner_and_loses_nothing() {
+    let body = long_body(300_000);
+    let budget = 24 << 10;
+    let largest = check_data_within(&body, 256 << 10, budget);
+    assert!(
+        largest <= budget,
+        "a spill of {largest} octets under a {budget} budget"
+    );
+    assert!(largest > 0, "the body was spilled");
+}
+
+#[test]
+fn a_message_without_memory_waits_until_another_gives_it_back() {
+    let pool = ArenaPool::new(256 << 10, 4, 24 << 10);
+    let mut first = data(&pool, limits(256 << 10));
+    let body = long_body(100_000);
+    let fed = drive(&mut first, &body[..50_000], 4096, None);
+    assert!(
+        !fed.done && fed.taken == 50_000,
+        "the first body is half read"
+    );
+    let mut second = data(&pool, limits(256 << 10));
+    // Under pressure the second spills its trace header first.
+    assert!(matches!(second.need(), Need::Spill(h) if h == HEADER));
+    second.spilled(Ok(()));
+    assert!(matches!(second.need(), Need::Memory), "no memory is left");
+    drop(first);
+    assert!(
+        matches!(second.need(), Need::Read(_)),
+        "the first gave it back"
+    );
 }
 
 #[test]

@@ -64,6 +64,26 @@ pub struct SessionConfig {
     pub hard_error_limit: u32,
 }
 
+impl SessionConfig {
+    /// Small limits that tests and the fuzzer reach quickly: 1,000-octet
+    /// messages, 3 recipients, mail only for `ok.test`, no TLS, no error
+    /// limit. Not a default for serving (the server builds its own).
+    #[doc(hidden)]
+    pub fn small() -> SessionConfig {
+        SessionConfig {
+            hostname: "mx.test".into(),
+            max_message_size: 1000,
+            max_recipients: 3,
+            accept_domains: Some(vec!["ok.test".into()]),
+            max_line_length: 1000,
+            bare_newlines: BareNewlinePolicy::Reject,
+            starttls: false,
+            require_tls: false,
+            hard_error_limit: 0,
+        }
+    }
+}
+
 /// The client's share of the per-client rates, asked when a MAIL or RCPT
 /// is about to be accepted. No I/O: an implementation counts in memory
 /// (the server's is a few atomic operations on the shared client table).

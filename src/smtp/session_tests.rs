@@ -6,17 +6,7 @@ use super::session::*;
 use crate::scan::BodyFlags;
 
 fn config() -> SessionConfig {
-    SessionConfig {
-        hostname: "mx.test".into(),
-        max_message_size: 1000,
-        max_recipients: 3,
-        accept_domains: Some(vec!["ok.test".into()]),
-        max_line_length: 1000,
-        bare_newlines: BareNewlinePolicy::Reject,
-        starttls: false,
-        require_tls: false,
-        hard_error_limit: 0,
-    }
+    SessionConfig::small()
 }
 
 struct T {
