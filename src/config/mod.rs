@@ -223,7 +223,7 @@ serve_settings! {
     error_delay: Option<Secs>,
 
     /// Wait this long before the 220 greeting; a client that talks first
-    /// gets 554 5.5.1 and is closed, and nothing it sent is processed.
+    /// gets 554 5.5.1 (then 421 4.7.0) and is closed, and nothing it sent is processed.
     /// Default 0 (greet at once).
     #[arg(long, value_name = "SECS")]
     greet_pause: Option<Secs>,

@@ -238,7 +238,8 @@ impl Connection {
 
     /// `--greet-pause`: waits in silence before the greeting. A client
     /// that sends anything first (even in the packet of its PROXY header)
-    /// gets 554 5.5.1 and is closed; nothing it sent is processed.
+    /// gets 554 5.5.1 as its greeting and 421 as the answer to what it
+    /// sent, and is closed; nothing it sent is processed.
     async fn greet_pause(&mut self, pause: std::time::Duration) -> Result<(), End> {
         if pause.is_zero() {
             return Ok(());
@@ -266,8 +267,9 @@ impl Connection {
             why,
             format_args!("{}: talked before the greeting", self.peer.ip()),
         );
+        reply::TALKED_FIRST.write(&mut self.out);
         Err(self
-            .say_goodbye(reply::TALKED_FIRST, End::Refused(why))
+            .say_goodbye(reply::CLOSING_AFTER_TALKING_FIRST, End::Refused(why))
             .await)
     }
 
@@ -585,7 +587,9 @@ impl BodySource for Connection {
 
     /// Body octets: first what the command buffer holds, then the socket
     /// (with the data timeout; a shutdown lets a body finish, the end of
-    /// the grace period does not).
+    /// the grace period does not). Replies still pending (to the commands
+    /// pipelined before a BDAT) go out before the read waits: a client may
+    /// wait for them before it sends the chunk (RFC 2920 §3.2).
     async fn read_body(&mut self, room: &mut [u8]) -> Result<usize, End> {
         let buffered = &self.input[self.start..];
         if !buffered.is_empty() {
@@ -594,6 +598,7 @@ impl BodySource for Connection {
             self.start += n;
             return Ok(n);
         }
+        self.flush().await?;
         let timeout = self.settings.config.data_timeout;
         let grace_over = self.shard.grace_over();
         match self

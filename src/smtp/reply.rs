@@ -153,6 +153,9 @@ replies! {
     TLS_REQUIRED = 530 "5.7.0" "Must issue a STARTTLS command first";
     /// The client spoke before the greeting (--greet-pause).
     TALKED_FIRST = 554 "5.5.1" "Protocol error: you talked before the greeting";
+    /// Follows TALKED_FIRST: the answer to the command the client sent
+    /// too early, so that the close comes after a 421 (RFC 5321 §3.8).
+    CLOSING_AFTER_TALKING_FIRST = 421 "4.7.0" "Closing connection: commands sent before the greeting are not processed";
     /// A DNS list scored the client over --dnsbl-threshold; the detail is
     /// `[ip] blocked using ZONE` (as Postfix's postscreen says it).
     BLOCKED = 554 "5.7.1" "Service unavailable; client";

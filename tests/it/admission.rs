@@ -282,6 +282,10 @@ fn an_early_talker_is_refused_and_its_pipelined_transaction_not_stored() {
         c.reply(),
         "554 5.5.1 Protocol error: you talked before the greeting\r\n"
     );
+    assert_eq!(
+        c.reply(),
+        "421 4.7.0 Closing connection: commands sent before the greeting are not processed\r\n"
+    );
     assert!(c.closed());
     // A polite client waits for the 220 and is served.
     let t = Instant::now();

@@ -21,6 +21,8 @@ mod proxy;
 mod tls;
 // SIGHUP reloads the configuration and TLS material.
 mod reload;
+// RFC 5321 §3.8: every close follows QUIT or a 421.
+mod close_rules;
 // Client limits, trusted networks, error limits, greet pause.
 mod admission;
 // DNS lists against a real dnsmasq.

@@ -213,6 +213,23 @@ fn bdat_in_several_chunks_is_stored_byte_exact() {
 }
 
 #[test]
+fn replies_pipelined_before_a_bdat_go_out_before_the_server_waits_for_its_chunk() {
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    c.send(b"EHLO client.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 5 LAST\r\n");
+    // Without the flush these came only at the data timeout (600 s).
+    c.stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(code_of(&c.reply()), 250);
+    }
+    c.send(b"hello");
+    let id = queued_id(&c.reply());
+    assert_eq!(without_trace(&exported(&s.spool)[&id].1), b"hello");
+}
+
+#[test]
 fn bad_input_does_not_affect_other_connections() {
     let s = Server::start(&[]);
     let mut good = s.connect();
