@@ -86,8 +86,8 @@ serve_settings! {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
-    /// How long a client may stay silent between commands (seconds, or
-    /// with a unit: 5m). Default 300.
+    /// How long a client may stay silent between commands, or leave its
+    /// replies unread (seconds, or with a unit: 5m). Default 300.
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<Secs>,
 

@@ -49,6 +49,8 @@ enum End {
     Disconnected,
     IdleTimeout,
     DataTimeout,
+    /// The client did not read its replies for the idle timeout.
+    WriteTimeout,
     Shutdown,
     BadProxyHeader(&'static str),
     /// Refused before or instead of the greeting, or at the error limit.
@@ -64,6 +66,7 @@ impl std::fmt::Display for End {
             End::Disconnected => f.write_str("disconnected"),
             End::IdleTimeout => f.write_str("idle-timeout"),
             End::DataTimeout => f.write_str("data-timeout"),
+            End::WriteTimeout => f.write_str("write-timeout"),
             End::Shutdown => f.write_str("shutdown"),
             End::BadProxyHeader(why) => write!(f, "closed: {why}"),
             End::Refused(why) => write!(f, "refused: {}", why.label()),
@@ -106,6 +109,11 @@ struct Connection {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let settings = shard.settings();
+    // A client that stops reading its replies is given the idle timeout,
+    // as Postfix's smtpd_timeout does for writes; then it is taken for
+    // gone (no 421 could reach it). The timer only starts when a write
+    // would block.
+    let _ = stream.set_write_timeout(Some(settings.config.idle_timeout));
     let mut c = Connection {
         session: Session::new(settings.session.clone()),
         lines: LineReader::new(MAX_LINE),
@@ -429,7 +437,10 @@ impl Connection {
         self.shard.metrics().count_replies(&self.out);
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
-        r.map_err(End::Error)
+        r.map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => End::WriteTimeout,
+            _ => End::Error(e),
+        })
     }
 
     /// Reads more command input, with the idle timeout; outside a

@@ -300,3 +300,31 @@ fn a_client_that_leaves_mid_message_stores_nothing() {
     }
     assert_eq!(exported(&server.spool).len(), 0);
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_let_go_after_the_idle_timeout() {
+    let server = Server::start(FLAGS);
+    let mut s = connect_from("127.0.2.20", server.addr);
+    s.set_nonblocking(true).unwrap();
+    // Commands until neither the server nor the socket buffers take more:
+    // the server's replies pile up unread.
+    let flood = b"NOOP\r\n".repeat(10_000);
+    // Until the server lets go (a reset) or 10 s pass.
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        match s.write(&flood) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break,
+        }
+    }
+    // The idle timeout (2 s) applies to the blocked write too.
+    let end = server.wait_for_log("peer=127.0.2.20:");
+    assert!(end.ends_with("end=write-timeout"), "{end}");
+    // The slot is free again: the client limit (2) counts it no more.
+    let a = Client::over(connect_from("127.0.2.20", server.addr));
+    let b = Client::over(connect_from("127.0.2.20", server.addr));
+    drop((a, b, s));
+}
