@@ -5,8 +5,10 @@
 //! verdict), so a broken parser cannot look fast.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice::policy::RecipientMap;
 use sluice::scan::BodyFlags;
 use sluice::smtp::command::parse;
 use sluice::smtp::{Action, BareNewlinePolicy, Session, SessionConfig, Verdict};
@@ -41,8 +43,8 @@ fn bench_parse(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_session(c: &mut Criterion) {
-    let config = Rc::new(SessionConfig {
+fn session_config(recipient_map: Option<Arc<RecipientMap>>) -> Rc<SessionConfig> {
+    Rc::new(SessionConfig {
         hostname: "mx.example.com".into(),
         max_message_size: 35 << 20,
         max_recipients: 100,
@@ -52,25 +54,50 @@ fn bench_session(c: &mut Criterion) {
         starttls: false,
         require_tls: false,
         hard_error_limit: 0,
-    });
+        recipient_map,
+    })
+}
+
+/// A `--recipient-map` of 1,000,000 addresses over 1,000 domains, with
+/// the benchmark's recipient among them.
+fn million_map() -> Arc<RecipientMap> {
+    let mut text: String = (0..999_999)
+        .map(|i| format!("user{i}@domain{}.example\n", i % 1000))
+        .collect();
+    text.push_str("rcpt@example.org\n");
+    Arc::new(RecipientMap::parse(&text, "bench", "+").unwrap())
+}
+
+fn bench_session(c: &mut Criterion) {
     let mut group = c.benchmark_group("protocol");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("session-transaction", |b| {
-        let mut session = Session::new(config.clone());
-        let mut out = Vec::with_capacity(4096);
-        session.command(b"EHLO client.example.com", false, &mut out);
-        b.iter(|| {
-            out.clear();
-            session.command(b"MAIL FROM:<sender@example.com>", false, &mut out);
-            session.command(b"RCPT TO:<rcpt@example.org>", false, &mut out);
-            let action = session.command(b"DATA", false, &mut out);
-            assert_eq!(action, Action::ReceiveData);
-            let verdict = session.data_done(1024, BodyFlags::default(), &mut out);
-            assert_eq!(verdict, Verdict::Store);
-            session.stored(Ok("0123456789abcdef"), &mut out);
-            black_box(out.len())
-        })
-    });
+    for (name, map) in [
+        ("session-transaction", None),
+        ("session-transaction-1m-recipient-map", Some(million_map())),
+    ] {
+        let config = session_config(map);
+        group.bench_function(name, |b| {
+            let mut session = Session::new(config.clone());
+            let mut out = Vec::with_capacity(4096);
+            session.command(b"EHLO client.example.com", false, &mut out);
+            b.iter(|| {
+                out.clear();
+                session.command(b"MAIL FROM:<sender@example.com>", false, &mut out);
+                session.command(b"RCPT TO:<Rcpt+tag@example.org>", false, &mut out);
+                let action = session.command(b"DATA", false, &mut out);
+                assert_eq!(
+                    action,
+                    Action::ReceiveData,
+                    "{}",
+                    String::from_utf8_lossy(&out)
+                );
+                let verdict = session.data_done(1024, BodyFlags::default(), &mut out);
+                assert_eq!(verdict, Verdict::Store);
+                session.stored(Ok("0123456789abcdef"), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
     group.finish();
 }
 

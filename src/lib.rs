@@ -18,6 +18,8 @@
 //! - [`config`]: flags and TOML file → one validated [`config::Config`].
 //! - [`drain`]: `sluice drain`, the spool into NATS JetStream.
 //! - [`metrics`]: per-core counters, `/metrics` and `/healthz`.
+//! - [`policy`]: the recipient map and policy services, at RCPT and at
+//!   the end of data.
 //! - [`proxy`]: PROXY protocol v1/v2 headers, CIDR lists.
 //! - [`tls`]: STARTTLS certificates and keys (rustls).
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod dnsbl;
 pub mod drain;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod scan;
 pub mod server;

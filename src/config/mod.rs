@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::policy::RecipientMap;
 use crate::proxy::Cidr;
 use crate::smtp::BareNewlinePolicy;
 use crate::spool::Durability;
@@ -253,6 +254,19 @@ serve_settings! {
     /// Default 2 (seconds, fractions allowed).
     #[arg(long, value_name = "SECS")]
     dns_timeout: Option<Secs>,
+
+    /// Known recipients: a file of `local@domain` or `@domain` (a whole
+    /// domain) lines, `#` comments. When given, any other recipient gets
+    /// 550 5.1.1 at RCPT (Postfix's relay_recipient_maps). Re-read on
+    /// SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    recipient_map: Option<PathBuf>,
+
+    /// Characters that start an address extension, like `+` (Postfix's
+    /// recipient_delimiter): `user+ext@domain` also matches
+    /// `user@domain` in --recipient-map.
+    #[arg(long, value_name = "CHARS")]
+    recipient_delimiter: Option<String>,
 }
 
 /// The validated configuration.
@@ -306,6 +320,8 @@ pub struct Config {
     pub spool_max_bytes: Option<u64>,
     /// Client limits, error limits and screening.
     pub admission: Admission,
+    /// Known recipients, when --recipient-map is given.
+    pub recipient_map: Option<Arc<RecipientMap>>,
 }
 
 impl ServeArgs {
@@ -371,6 +387,7 @@ pub(crate) fn each<T, E: std::fmt::Display>(
 
 fn validate(g: Given) -> Result<Config> {
     let admission = admission::validate(&g)?;
+    let recipient_map = recipient_map(&g)?;
     let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
     let listen = each(Some(listen_given), |l| {
         l.parse::<SocketAddr>()
@@ -528,7 +545,31 @@ fn validate(g: Given) -> Result<Config> {
         require_tls: require_tls.value,
         spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
         admission,
+        recipient_map,
     })
+}
+
+/// `--recipient-map` read with `--recipient-delimiter`.
+fn recipient_map(g: &Given) -> Result<Option<Arc<RecipientMap>>> {
+    let delimiter = g.recipient_delimiter.as_ref();
+    if let Some(d) = delimiter {
+        if d.value.is_empty() || d.value.contains(|c: char| c == '@' || c.is_whitespace()) {
+            bail!(
+                "{} must be one or more characters other than @ and spaces, like +",
+                d.source.with_value(format!("{:?}", d.value))
+            );
+        }
+    }
+    let Some(path) = &g.recipient_map else {
+        if let Some(d) = delimiter {
+            bail!("{} only makes sense with --recipient-map", d.source);
+        }
+        return Ok(None);
+    };
+    let delimiters = delimiter.map(|d| d.value.as_str()).unwrap_or("");
+    let map = RecipientMap::load(&path.value, delimiters)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.source))?;
+    Ok(Some(Arc::new(map)))
 }
 
 /// `"2"` = the first two online CPUs; `"0,2-3"` = those CPUs.

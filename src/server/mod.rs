@@ -186,6 +186,9 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             config.cpus.len(),
             config.spool.display()
         );
+        if let Some(map) = &config.recipient_map {
+            eprintln!("sluice: {}", map.summary());
+        }
         if let Some(addr) = metrics_addr {
             eprintln!("sluice: metrics at http://{addr}/metrics, health at http://{addr}/healthz");
         }

@@ -51,6 +51,9 @@ fn reload(args: &ServeArgs, parsed_at_start: &Config, published: &Published) {
             needs_restart.join(", ")
         );
     }
+    if let Some(map) = &fresh.recipient_map {
+        eprintln!("sluice: reload: {}", map.summary());
+    }
     published.publish(Arc::new(fresh));
     eprintln!(
         "sluice: reloaded the configuration (generation {}): new sessions use it",

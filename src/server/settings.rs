@@ -38,6 +38,7 @@ impl Settings {
                 starttls: config.tls.is_some(),
                 require_tls: config.require_tls,
                 hard_error_limit: config.admission.hard_error_limit,
+                recipient_map: config.recipient_map.clone(),
             }),
             config,
         })

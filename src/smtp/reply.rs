@@ -31,6 +31,18 @@ impl Reply {
     /// Appends this reply with an extra detail after its text, formatted
     /// straight into `out` (no allocation: this is the per-message
     /// `250 ... queued as <id>`).
+    /// The reply with `subject: ` before its text, as Postfix puts the
+    /// address a refusal is about.
+    pub fn write_about(&self, out: &mut Vec<u8>, subject: std::fmt::Arguments<'_>) {
+        write_line_fmt(
+            out,
+            self.code,
+            self.status,
+            format_args!("{}: {}", subject, self.text),
+            true,
+        );
+    }
+
     pub fn write_with(&self, out: &mut Vec<u8>, detail: std::fmt::Arguments<'_>) {
         write_line_fmt(
             out,
@@ -161,6 +173,8 @@ replies! {
     BLOCKED = 554 "5.7.1" "Service unavailable; client";
     /// Any command but QUIT after a 554 greeting (RFC 5321 §3.1).
     GREETING_REFUSED = 503 "5.5.1" "Bad sequence of commands: this session was refused at the greeting; only QUIT is accepted";
+    /// Not in --recipient-map; written after the address (Postfix's words).
+    USER_UNKNOWN = 550 "5.1.1" "Recipient address rejected: User unknown";
     /// A recipient domain we do not accept mail for.
     RELAY_DENIED = 550 "5.7.1" "Relaying denied: we do not accept mail for this domain";
     /// The body had a bare CR or LF (SMTP smuggling defence).

@@ -62,6 +62,9 @@ pub struct SessionConfig {
     /// After this many error replies the session gets 421 and ends; 0 is
     /// never.
     pub hard_error_limit: u32,
+    /// Known recipients (`--recipient-map`); `None` accepts any in an
+    /// accepted domain.
+    pub recipient_map: Option<std::sync::Arc<crate::policy::RecipientMap>>,
 }
 
 impl SessionConfig {
@@ -80,6 +83,7 @@ impl SessionConfig {
             starttls: false,
             require_tls: false,
             hard_error_limit: 0,
+            recipient_map: None,
         }
     }
 }
@@ -555,6 +559,10 @@ impl Session {
             reply::RELAY_DENIED.write(out);
             return Action::ReadCommands;
         }
+        if !self.known(&to) {
+            reply::USER_UNKNOWN.write_about(out, format_args!("<{to}>"));
+            return Action::ReadCommands;
+        }
         if !self.quota.as_mut().is_none_or(|q| q.recipient()) {
             reply::CLIENT_TOO_MANY_RECIPIENTS.write(out);
             return Action::ReadCommands;
@@ -562,6 +570,15 @@ impl Session {
         self.envelope.rcpt_to.push(to);
         reply::RECIPIENT_OK.write(out);
         Action::ReadCommands
+    }
+
+    /// `--recipient-map`: the recipient exists (bare `<Postmaster>` always
+    /// does, RFC 5321 §4.5.1).
+    fn known(&self, to: &Mailbox) -> bool {
+        match &self.config.recipient_map {
+            Some(map) if !to.domain.is_empty() => map.accepts(&to.local, &to.domain),
+            _ => true,
+        }
     }
 
     fn accepts(&self, to: &Mailbox) -> bool {

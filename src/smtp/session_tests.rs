@@ -572,3 +572,25 @@ fn errors_and_quota_survive_starttls() {
     assert_eq!(t.code("EHLO c.test"), 250);
     assert_eq!(t.code("MAIL FROM:<a@x.test>"), 451);
 }
+
+#[test]
+fn with_a_recipient_map_an_unknown_recipient_is_550_5_1_1_and_counts_as_an_error() {
+    let map = crate::policy::RecipientMap::parse("b@ok.test\n", "test", "+").unwrap();
+    let mut t = T::with(SessionConfig {
+        recipient_map: Some(std::sync::Arc::new(map)),
+        hard_error_limit: 2,
+        ..config()
+    });
+    assert_eq!(t.code("EHLO c.test"), 250);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(t.code("RCPT TO:<B+tag@OK.test>"), 250);
+    // The domain is checked first: a foreign domain is still relaying.
+    assert_eq!(t.code("RCPT TO:<b@elsewhere.test>"), 550);
+    let (r, a) = t.send("RCPT TO:<c@ok.test>");
+    assert_eq!(
+        r,
+        "550 5.1.1 <c@ok.test>: Recipient address rejected: User unknown\r\n\
+         421 4.7.0 Too many errors, closing connection\r\n"
+    );
+    assert_eq!(a, Action::Close);
+}

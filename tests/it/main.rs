@@ -25,6 +25,8 @@ mod reload;
 mod close_rules;
 // Client limits, trusted networks, error limits, greet pause.
 mod admission;
+// --recipient-map: unknown recipients refused at RCPT, SIGHUP.
+mod recipients;
 // DNS lists against a real dnsmasq.
 mod dnsbl;
 // Thousands of parked bodies under --memory-budget.
