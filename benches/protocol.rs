@@ -54,6 +54,7 @@ fn session_config(recipient_map: Option<Arc<RecipientMap>>) -> Rc<SessionConfig>
         starttls: false,
         require_tls: false,
         hard_error_limit: 0,
+        policy_at_rcpt: false,
         recipient_map,
     })
 }

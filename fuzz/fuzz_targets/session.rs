@@ -1,21 +1,47 @@
 //! The session state machine fed arbitrary command lines, with bodies,
-//! chunks, TLS and store outcomes decided by the input too. Every call
-//! must answer with well-formed replies, and nothing may panic.
+//! chunks, TLS, store outcomes, a recipient map and policy-service
+//! decisions chosen by the input too. Every call must answer with
+//! well-formed replies, and nothing may panic.
 #![no_main]
 
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
+use sluice::policy::delegation::{Decision, PolicyReply};
+use sluice::policy::RecipientMap;
 use sluice::scan::BodyFlags;
 use sluice::smtp::{Action, Session, SessionConfig, StoreFailure, Verdict};
 
-/// The tests' small limits, with STARTTLS as the input says and an
-/// error limit the input can reach.
-fn config(starttls: bool) -> SessionConfig {
+/// The tests' small limits, with STARTTLS, a recipient map and a policy
+/// service at RCPT as the seed says, and an error limit the input can
+/// reach.
+fn config(seed: u8) -> SessionConfig {
+    let map = RecipientMap::parse("a@ok.test\n@ok.test\nb+c@ok.test\n", "fuzz", "+").unwrap();
     SessionConfig {
-        starttls,
+        starttls: seed & 1 == 1,
         hard_error_limit: 7,
+        policy_at_rcpt: seed & 4 == 4,
+        recipient_map: (seed & 8 == 8).then(|| std::sync::Arc::new(map)),
         ..SessionConfig::small()
+    }
+}
+
+/// A policy decision picked by `twist`.
+fn decision(twist: u64) -> Decision {
+    let refuse = |code, status: &str, text: String| {
+        Decision::Refuse(PolicyReply {
+            code,
+            status: status.into(),
+            text,
+        })
+    };
+    match twist % 6 {
+        0 => Decision::Accept,
+        1 => refuse(550, "5.7.1", "x".repeat((twist % 700) as usize)),
+        2 => refuse(450, "4.7.1", "Greylisted".into()),
+        3 => Decision::Prepend("X-Fuzz: yes".into()),
+        4 => Decision::Discard("trap".into()),
+        _ => Decision::Warn("odd".into()),
     }
 }
 
@@ -32,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&seed, input)) = data.split_first() else {
         return;
     };
-    let mut s = Session::new(Rc::new(config(seed & 1 == 1)));
+    let mut s = Session::new(Rc::new(config(seed)));
     let mut out = Vec::new();
     s.greet(&mut out);
     for (n, line) in input.split(|&b| b == b'\n').enumerate() {
@@ -65,6 +91,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Action::StartTls => s.tls_started("TLSv1.3".into()),
+            Action::CheckRecipient => {
+                assert!(s.pending_recipient().is_some());
+                s.recipient_checked(&decision(twist), &mut out);
+            }
             Action::Close => assert!(s.is_closed()),
             Action::ReadCommands | Action::Abandon => {}
         }

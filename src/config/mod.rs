@@ -19,10 +19,12 @@ use crate::smtp::BareNewlinePolicy;
 use crate::spool::Durability;
 pub use admission::{Admission, DnsLists};
 use layer::{serve_settings, Source, Sourced};
+pub use policy::{PolicyDefault, PolicyService};
 pub use value::{parse_duration, parse_size, Secs, Size};
 
 pub mod admission;
 pub mod layer;
+pub mod policy;
 pub mod value;
 
 /// Default listen address.
@@ -267,6 +269,29 @@ serve_settings! {
     /// `user@domain` in --recipient-map.
     #[arg(long, value_name = "CHARS")]
     recipient_delimiter: Option<String>,
+
+    /// A Postfix policy delegation service (postgrey, postfwd,
+    /// policyd-spf, …) to ask about each transaction:
+    /// `inet:HOST:PORT` or `unix:PATH`. Off by default.
+    #[arg(long, value_name = "inet:HOST:PORT|unix:PATH")]
+    policy_service: Option<String>,
+
+    /// How long the policy service may take to answer. Default 10
+    /// (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS")]
+    policy_timeout: Option<Secs>,
+
+    /// When the policy service is down, slow or answers nonsense: `defer`
+    /// (451 4.3.5, the client tries later; the default) or `dunno` (go on
+    /// without it).
+    #[arg(long, value_name = "dunno|defer")]
+    policy_default: Option<String>,
+
+    /// When to ask the policy service: `rcpt` (each RCPT, the default),
+    /// `data` (at the end of each message, before it is stored) or
+    /// `rcpt,data`.
+    #[arg(long, value_name = "rcpt[,data]")]
+    policy_stages: Option<String>,
 }
 
 /// The validated configuration.
@@ -322,6 +347,8 @@ pub struct Config {
     pub admission: Admission,
     /// Known recipients, when --recipient-map is given.
     pub recipient_map: Option<Arc<RecipientMap>>,
+    /// The policy delegation service, when configured.
+    pub policy_service: Option<PolicyService>,
 }
 
 impl ServeArgs {
@@ -388,6 +415,7 @@ pub(crate) fn each<T, E: std::fmt::Display>(
 fn validate(g: Given) -> Result<Config> {
     let admission = admission::validate(&g)?;
     let recipient_map = recipient_map(&g)?;
+    let policy_service = policy::validate(&g)?;
     let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
     let listen = each(Some(listen_given), |l| {
         l.parse::<SocketAddr>()
@@ -546,6 +574,7 @@ fn validate(g: Given) -> Result<Config> {
         spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
         admission,
         recipient_map,
+        policy_service,
     })
 }
 

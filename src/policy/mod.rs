@@ -3,7 +3,12 @@
 //!
 //! - [`recipient_map`]: `--recipient-map`, the known recipients, checked
 //!   at RCPT.
+//! - [`delegation`]: the Postfix policy delegation protocol (requests,
+//!   answers, what actions mean), without I/O.
+//! - [`client`]: a core's connections to the policy service.
 
+pub mod client;
+pub mod delegation;
 pub mod recipient_map;
 
 pub use recipient_map::RecipientMap;

@@ -24,12 +24,14 @@ use glommio::net::TcpStream;
 use super::admission::{self, Admitted, ClientQuota};
 use super::arena::READ_CHUNK;
 use super::message::{BodySource, Message, Transfer};
+use super::policy_stage;
 use super::screening;
 use super::settings::Settings;
 use super::shard::Shard;
 use super::transport::{Read, Transport};
 use crate::dnsbl;
 use crate::metrics::Refusal;
+use crate::policy::delegation::{Decision, Stage};
 use crate::proxy;
 use crate::scan::{Line, LineReader};
 use crate::smtp::command::MAX_LINE;
@@ -361,6 +363,18 @@ impl Connection {
                     last,
                     discard,
                 } => self.receive_chunk(size, last, discard).await?,
+                Action::CheckRecipient => {
+                    let decision = policy_stage::ask(
+                        &self.shard,
+                        &self.settings,
+                        &self.session,
+                        self.peer,
+                        Stage::Rcpt,
+                        None,
+                    )
+                    .await;
+                    self.session.recipient_checked(&decision, &mut self.out);
+                }
             }
             if self.session.is_closed() {
                 // A refused body or failed store was the last error.
@@ -500,7 +514,7 @@ impl Connection {
             .session
             .data_done(m.intake.size(), m.intake.flags(), &mut self.out);
         if verdict == Verdict::Store {
-            self.commit(m).await;
+            self.finish(m).await;
         }
         Ok(())
     }
@@ -521,7 +535,7 @@ impl Connection {
             Some(m)
         };
         match (self.session.chunk_done(size, last, &mut self.out), message) {
-            (Verdict::Store, Some(m)) => self.commit(m).await,
+            (Verdict::Store, Some(m)) => self.finish(m).await,
             (Verdict::MoreChunks, Some(m)) => self.phase = Phase::Chunking(m),
             // Refused: the message so far, if any, is dropped.
             _ => self.phase = Phase::Commands,
@@ -537,6 +551,64 @@ impl Connection {
             left -= self.read_body(&mut scratch[..want]).await? as u64;
         }
         Ok(())
+    }
+
+    /// The end-of-message stages of a message the session said to store
+    /// (the policy service at END-OF-MESSAGE, a DISCARD), then the commit.
+    async fn finish(&mut self, mut m: Message) {
+        let id = m.id().to_string();
+        let mut discard = self.session.envelope().discard.clone();
+        if self
+            .settings
+            .config
+            .policy_service
+            .as_ref()
+            .is_some_and(|p| p.at_data)
+        {
+            let finished = policy_stage::Finished {
+                queue_id: &id,
+                size: m.intake.size(),
+            };
+            let decision = policy_stage::ask(
+                &self.shard,
+                &self.settings,
+                &self.session,
+                self.peer,
+                Stage::EndOfMessage,
+                Some(finished),
+            )
+            .await;
+            match decision {
+                Decision::Refuse(refusal) => {
+                    self.session.message_refused(&refusal, &mut self.out);
+                    return;
+                }
+                Decision::Prepend(header) => {
+                    let line = [header.as_bytes(), b"\r\n"].concat();
+                    if !m.intake.insert_after_head(&line) {
+                        self.shard.policy_note(format_args!(
+                            "PREPEND {header:?} not added to {id}: the message was \
+                             streamed to the spool before the end-of-message answer"
+                        ));
+                    }
+                }
+                Decision::Discard(why) => discard = Some(why),
+                _ => {}
+            }
+        }
+        if let Some(why) = discard {
+            // Answered as stored; nothing is written but chunk records no
+            // commit refers to (readers skip them, recovery cuts them).
+            if self.shard.logs(0) {
+                eprintln!(
+                    "sluice: discarded {id} from {} (policy DISCARD {why})",
+                    self.peer
+                );
+            }
+            self.session.stored(Ok(&id), &mut self.out);
+            return;
+        }
+        self.commit(m).await;
     }
 
     /// Commits a message the session said to store, and answers.

@@ -88,6 +88,9 @@ pub struct Intake {
     oversized: bool,
     /// A spill failed: octets are read and dropped, the commit fails.
     failed: Option<StoreError>,
+    /// The trace header's length while it is still in the arena (nothing
+    /// spilled yet); headers can be added after it until then.
+    head: Option<usize>,
 }
 
 impl Intake {
@@ -128,6 +131,7 @@ impl Intake {
             size: 0,
             oversized: false,
             failed: None,
+            head: Some(header.len()),
         }
     }
 
@@ -160,6 +164,7 @@ impl Intake {
                     if self.oversized {
                         // Nothing of a message that is too big is kept.
                         self.stored = 0;
+                        self.head = None;
                     }
                 }
                 if *done {
@@ -196,6 +201,7 @@ impl Intake {
                         return Need::Spill(&self.arena[..self.stored]);
                     }
                     self.stored = 0;
+                    self.head = None;
                 }
                 let at = self.stored;
                 match self.room_for(at, want) {
@@ -262,6 +268,37 @@ impl Intake {
             *filled = gap;
         }
         self.stored = 0;
+        self.head = None;
+    }
+
+    /// Adds `lines` (whole header lines with CRLF) right after the trace
+    /// header of a finished message, if it was never spilled and they fit
+    /// the arena; `false` otherwise (nothing changes).
+    pub fn insert_after_head(&mut self, lines: &[u8]) -> bool {
+        let Some(head) = self.head else {
+            return false;
+        };
+        let end = match &self.mode {
+            Mode::Data { filled, .. } => (*filled).max(self.stored),
+            Mode::Chunks { .. } => self.stored,
+        };
+        let grown = end + lines.len();
+        if grown > self.arena.size() {
+            return false;
+        }
+        let buf = self.arena.reach(grown);
+        buf.copy_within(head..end, head + lines.len());
+        buf[head..head + lines.len()].copy_from_slice(lines);
+        self.stored += lines.len();
+        if let Mode::Data {
+            scanned, filled, ..
+        } = &mut self.mode
+        {
+            *scanned += lines.len();
+            *filled += lines.len();
+        }
+        self.head = Some(head + lines.len());
+        true
     }
 
     /// DATA: the octets read after the terminator (pipelined commands).

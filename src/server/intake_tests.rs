@@ -270,3 +270,40 @@ fn a_dropped_intake_gives_its_arena_back() {
     drop(intake);
     assert_eq!(pool.free(), 1);
 }
+
+#[test]
+fn headers_go_in_after_the_trace_header_of_a_message_never_spilled() {
+    let added = b"X-Policy: one\r\nX-Spam: Yes\r\n";
+    let body = b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+    for fragment in FRAGMENTS {
+        let pool = ArenaPool::new(4096, 4, usize::MAX);
+        let mut intake = data(&pool, limits(4096));
+        let fed = drive(&mut intake, body, fragment, None);
+        assert!(fed.done && fed.spills == 0);
+        assert!(intake.insert_after_head(added));
+        let want = [HEADER, &added[..], b"Subject: hi\r\n\r\nbody\r\n"].concat();
+        assert_eq!(intake.stored(), want, "fragment {fragment}");
+        // The pipelined command after the terminator is still there.
+        let rest = [intake.leftover(), &body[fed.taken..]].concat();
+        assert_eq!(rest, b"QUIT\r\n", "fragment {fragment}");
+    }
+    // BDAT too.
+    let pool = ArenaPool::new(4096, 4, usize::MAX);
+    let mut intake = Intake::chunks(pool.take(), HEADER, limits(4096));
+    intake.chunk(5);
+    drive(&mut intake, b"hello", 2, None);
+    assert!(intake.insert_after_head(added));
+    assert_eq!(intake.stored(), [HEADER, &added[..], b"hello"].concat());
+}
+
+#[test]
+fn a_spilled_message_takes_no_headers_after_its_trace_header() {
+    let pool = ArenaPool::new(4096, 4, usize::MAX);
+    let mut intake = data(&pool, limits(4096));
+    let body = [long_body(20_000), b".\r\n".to_vec()].concat();
+    let fed = drive(&mut intake, &body, 4096, None);
+    assert!(fed.done && fed.spills > 0);
+    let before = intake.stored().to_vec();
+    assert!(!intake.insert_after_head(b"X-Late: no\r\n"));
+    assert_eq!(intake.stored(), before, "nothing changed");
+}

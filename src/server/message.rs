@@ -64,7 +64,13 @@ impl Message {
         transfer: Transfer,
     ) -> Message {
         let writer = shard.message_writer();
-        let header = trace_header(writer.id(), settings, session, peer);
+        let mut header = trace_header(writer.id(), settings, session, peer);
+        // PREPEND answers of the policy service at RCPT, right after the
+        // Received line.
+        for line in &session.envelope().prepend {
+            header.extend_from_slice(line.as_bytes());
+            header.extend_from_slice(b"\r\n");
+        }
         let limits = Limits {
             memory: settings.config.message_memory,
             max_size: settings.config.max_message_size,
@@ -80,6 +86,11 @@ impl Message {
             Transfer::Chunks => Intake::chunks(arena, &header, limits),
         };
         Message { intake, writer }
+    }
+
+    /// The message's queue id.
+    pub fn id(&self) -> QueueId {
+        self.writer.id()
     }
 
     /// Reads the body (DATA) or the current chunk (BDAT) from `source`,

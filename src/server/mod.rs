@@ -52,6 +52,7 @@ pub mod core;
 pub mod intake;
 pub mod log_budget;
 pub mod message;
+pub mod policy_stage;
 pub mod reload;
 pub mod screening;
 pub mod settings;

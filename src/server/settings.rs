@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::policy::client::PolicyClient;
 use crate::smtp::SessionConfig;
 
 /// One consistent set of settings.
@@ -22,6 +23,8 @@ pub struct Settings {
     pub config: Arc<Config>,
     /// What the session state machine needs of it.
     pub session: Rc<SessionConfig>,
+    /// This core's client of the policy service, when there is one.
+    pub policy: Option<Rc<PolicyClient>>,
 }
 
 impl Settings {
@@ -38,8 +41,13 @@ impl Settings {
                 starttls: config.tls.is_some(),
                 require_tls: config.require_tls,
                 hard_error_limit: config.admission.hard_error_limit,
+                policy_at_rcpt: config.policy_service.as_ref().is_some_and(|p| p.at_rcpt),
                 recipient_map: config.recipient_map.clone(),
             }),
+            policy: config
+                .policy_service
+                .as_ref()
+                .map(|p| Rc::new(PolicyClient::new(p.target.clone(), p.timeout))),
             config,
         })
     }

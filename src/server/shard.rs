@@ -55,6 +55,7 @@ pub struct Shard {
     clients: Arc<ClientTable>,
     /// How many refusals may still be logged.
     refusal_log: LogBudget,
+    policy_log: LogBudget,
 }
 
 /// What a shard is made of.
@@ -90,6 +91,7 @@ impl Shard {
             spool_full: parts.spool_full,
             clients: parts.clients,
             refusal_log: LogBudget::default(),
+            policy_log: LogBudget::default(),
         })
     }
 
@@ -143,6 +145,25 @@ impl Shard {
                 self.core,
                 why.label()
             );
+        }
+    }
+
+    /// Logs a line about the policy stages (a service failing, WARN, an
+    /// action sluice does not have), within its own log budget: a service
+    /// that is down would otherwise log every RCPT.
+    pub fn policy_note(&self, what: std::fmt::Arguments<'_>) {
+        if !self.logs(0) {
+            return;
+        }
+        let allowance = self.policy_log.spend(std::time::Instant::now());
+        if allowance.suppressed > 0 {
+            eprintln!(
+                "sluice: core {}: {} more policy line(s) were not logged",
+                self.core, allowance.suppressed
+            );
+        }
+        if allowance.log {
+            eprintln!("sluice: core {}: policy: {what}", self.core);
         }
     }
 

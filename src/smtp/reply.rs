@@ -60,7 +60,7 @@ pub fn write_line(out: &mut Vec<u8>, code: u16, status: &str, text: &str, last: 
 }
 
 /// [`write_line`] with formatted text.
-fn write_line_fmt(
+pub fn write_line_fmt(
     out: &mut Vec<u8>,
     code: u16,
     status: &str,

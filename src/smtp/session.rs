@@ -13,6 +13,7 @@ use std::rc::Rc;
 use super::command::{self, Body, Command, MailParams};
 use super::path::Mailbox;
 use super::reply::{self, write_line};
+use crate::policy::delegation::{Decision, PolicyReply};
 use crate::scan::BodyFlags;
 
 /// What to do with bare CR / bare LF in a DATA body.
@@ -62,6 +63,8 @@ pub struct SessionConfig {
     /// After this many error replies the session gets 421 and ends; 0 is
     /// never.
     pub hard_error_limit: u32,
+    /// Each RCPT waits for the policy service ([`Action::CheckRecipient`]).
+    pub policy_at_rcpt: bool,
     /// Known recipients (`--recipient-map`); `None` accepts any in an
     /// accepted domain.
     pub recipient_map: Option<std::sync::Arc<crate::policy::RecipientMap>>,
@@ -83,6 +86,7 @@ impl SessionConfig {
             starttls: false,
             require_tls: false,
             hard_error_limit: 0,
+            policy_at_rcpt: false,
             recipient_map: None,
         }
     }
@@ -117,6 +121,9 @@ pub enum Action {
     StartTls,
     /// Send what was written and close the connection.
     Close,
+    /// Ask the policy service about [`Session::pending_recipient`], then
+    /// call [`Session::recipient_checked`] with its decision.
+    CheckRecipient,
     /// The BDAT transaction ended without a message (RSET, HELO, EHLO):
     /// drop the chunks received so far, keep reading command lines.
     Abandon,
@@ -133,6 +140,14 @@ pub struct Envelope {
     pub smtputf8: bool,
     /// MAIL's BODY= value.
     pub body: Option<Body>,
+    /// MAIL's SIZE= value.
+    pub size: Option<u64>,
+    /// Header lines (without CRLF) a policy service asked to prepend,
+    /// placed right after the `Received:` line.
+    pub prepend: Vec<String>,
+    /// A policy service said DISCARD (its text): the message is answered
+    /// 250 and not stored.
+    pub discard: Option<String>,
 }
 
 /// What to do with a finished body.
@@ -196,6 +211,8 @@ pub struct Session {
     errors: u32,
     /// Per-client rates; `None` is unlimited (a trusted client).
     quota: Option<Box<dyn Quota>>,
+    /// A recipient waiting for the policy service's decision.
+    pending: Option<Mailbox>,
 }
 
 impl std::fmt::Debug for Session {
@@ -225,6 +242,7 @@ impl Session {
             chunk_refusal: None,
             errors: 0,
             quota: None,
+            pending: None,
         }
     }
 
@@ -443,6 +461,7 @@ impl Session {
 
     fn reset_transaction(&mut self) {
         self.envelope = Envelope::default();
+        self.pending = None;
         self.chunked = 0;
         if !matches!(
             self.state,
@@ -536,6 +555,8 @@ impl Session {
             rcpt_to: Vec::new(),
             smtputf8: params.smtputf8,
             body: params.body,
+            size: params.size,
+            ..Envelope::default()
         };
         self.state = State::Mail;
         reply::SENDER_OK.write(out);
@@ -563,6 +584,51 @@ impl Session {
             reply::USER_UNKNOWN.write_about(out, format_args!("<{to}>"));
             return Action::ReadCommands;
         }
+        if self.config.policy_at_rcpt {
+            self.pending = Some(to);
+            return Action::CheckRecipient;
+        }
+        self.admit(to, out)
+    }
+
+    /// The recipient the policy service is being asked about.
+    pub fn pending_recipient(&self) -> Option<&Mailbox> {
+        self.pending.as_ref()
+    }
+
+    /// The policy service decided about the pending recipient (a failure
+    /// already turned into its `--policy-default`): the RCPT's reply.
+    pub fn recipient_checked(&mut self, decision: &Decision, out: &mut Vec<u8>) -> Action {
+        let Some(to) = self.pending.take() else {
+            return Action::ReadCommands;
+        };
+        let from = out.len();
+        let action = match decision {
+            Decision::Refuse(r) => {
+                reply::write_line_fmt(
+                    out,
+                    r.code,
+                    &r.status,
+                    format_args!("<{to}>: Recipient address rejected: {}", r.text),
+                    true,
+                );
+                Action::ReadCommands
+            }
+            Decision::Prepend(header) => {
+                self.envelope.prepend.push(header.clone());
+                self.admit(to, out)
+            }
+            Decision::Discard(why) => {
+                self.envelope.discard = Some(why.clone());
+                self.admit(to, out)
+            }
+            Decision::Accept | Decision::Warn(_) | Decision::Unsupported(_) => self.admit(to, out),
+        };
+        self.after_reply(action, out, from)
+    }
+
+    /// The last checks of a recipient every other stage accepted.
+    fn admit(&mut self, to: Mailbox, out: &mut Vec<u8>) -> Action {
         if !self.quota.as_mut().is_none_or(|q| q.recipient()) {
             reply::CLIENT_TOO_MANY_RECIPIENTS.write(out);
             return Action::ReadCommands;
@@ -570,6 +636,23 @@ impl Session {
         self.envelope.rcpt_to.push(to);
         reply::RECIPIENT_OK.write(out);
         Action::ReadCommands
+    }
+
+    /// The policy service refused the finished message (at
+    /// END-OF-MESSAGE, before it was stored): the reply, and the
+    /// transaction ends.
+    pub fn message_refused(&mut self, refusal: &PolicyReply, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.state, State::Storing);
+        let from = out.len();
+        reply::write_line_fmt(
+            out,
+            refusal.code,
+            &refusal.status,
+            format_args!("<END-OF-MESSAGE>: End-of-data rejected: {}", refusal.text),
+            true,
+        );
+        self.reset_transaction();
+        self.count_error(out, from);
     }
 
     /// `--recipient-map`: the recipient exists (bare `<Postmaster>` always

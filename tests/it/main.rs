@@ -27,6 +27,8 @@ mod close_rules;
 mod admission;
 // --recipient-map: unknown recipients refused at RCPT, SIGHUP.
 mod recipients;
+// --policy-service: postgrey and postfwd, and services that misbehave.
+mod policy;
 // DNS lists against a real dnsmasq.
 mod dnsbl;
 // Thousands of parked bodies under --memory-budget.

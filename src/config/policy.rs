@@ -1,0 +1,177 @@
+//! The settings of the policy-service stage, validated.
+//!
+//! Why it exists: `--policy-service` comes with a timeout, a default for
+//! when the service fails and the stages it is asked at; they are checked
+//! together (one without the service is a mistake worth a sentence).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+#[cfg(test)]
+use super::layer::Source;
+use super::layer::Sourced;
+use super::{value_or, Given, Secs};
+use crate::policy::client::PolicyTarget;
+
+/// Postfix's smtpd_policy_service_timeout is 100 s; the contract
+/// (and a sane RCPT) is 10.
+pub const DEFAULT_POLICY_TIMEOUT_SECS: u64 = 10;
+
+/// What an unusable answer (service down, slow, nonsense) counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyDefault {
+    /// Go on as if the service said DUNNO.
+    Dunno,
+    /// 451 4.3.5: the client tries later.
+    Defer,
+}
+
+/// `--policy-service` and its companions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyService {
+    pub target: PolicyTarget,
+    pub timeout: Duration,
+    pub default: PolicyDefault,
+    /// Asked at each RCPT.
+    pub at_rcpt: bool,
+    /// Asked at the end of each message, before it is stored.
+    pub at_data: bool,
+}
+
+pub(super) fn validate(g: &Given) -> Result<Option<PolicyService>> {
+    let Some(service) = &g.policy_service else {
+        let companions = [
+            g.policy_timeout.as_ref().map(|s| s.source.clone()),
+            g.policy_default.as_ref().map(|s| s.source.clone()),
+            g.policy_stages.as_ref().map(|s| s.source.clone()),
+        ];
+        if let Some(lonely) = companions.into_iter().flatten().next() {
+            bail!("{lonely} only makes sense with --policy-service");
+        }
+        return Ok(None);
+    };
+    let target = parse_target(&service.value).map_err(|why| {
+        anyhow::anyhow!(
+            "{}: {why}",
+            service.source.with_value(format!("{:?}", service.value))
+        )
+    })?;
+    let timeout = value_or(
+        g.policy_timeout.clone(),
+        "policy_timeout",
+        Secs(Duration::from_secs(DEFAULT_POLICY_TIMEOUT_SECS)),
+    );
+    if timeout.value.0 < Duration::from_millis(10) || timeout.value.0 > Duration::from_secs(600) {
+        bail!("{} must be between 0.01 and 600 seconds", timeout.source);
+    }
+    let default = match &g.policy_default {
+        None => PolicyDefault::Defer,
+        Some(d) => match d.value.to_ascii_lowercase().as_str() {
+            "dunno" => PolicyDefault::Dunno,
+            "defer" => PolicyDefault::Defer,
+            _ => bail!(
+                "{}: expected dunno or defer",
+                d.source.with_value(format!("{:?}", d.value))
+            ),
+        },
+    };
+    let (at_rcpt, at_data) = stages(g.policy_stages.as_ref())?;
+    Ok(Some(PolicyService {
+        target,
+        timeout: timeout.value.0,
+        default,
+        at_rcpt,
+        at_data,
+    }))
+}
+
+/// `rcpt`, `data` or both, comma-separated; default `rcpt`.
+fn stages(given: Option<&Sourced<String>>) -> Result<(bool, bool)> {
+    let Some(given) = given else {
+        return Ok((true, false));
+    };
+    let (mut rcpt, mut data) = (false, false);
+    for stage in given.value.split(',').map(str::trim) {
+        match stage.to_ascii_lowercase().as_str() {
+            "rcpt" => rcpt = true,
+            "data" => data = true,
+            _ => bail!(
+                "{}: {stage:?} is not a stage; expected rcpt, data or rcpt,data",
+                given.source.with_value(format!("{:?}", given.value))
+            ),
+        }
+    }
+    Ok((rcpt, data))
+}
+
+/// `inet:HOST:PORT` (a name is resolved now, at start-up) or
+/// `unix:PATH`, as Postfix writes them.
+fn parse_target(text: &str) -> Result<PolicyTarget, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(PolicyTarget::Unix(PathBuf::from(path)));
+    }
+    let Some(hostport) = text.strip_prefix("inet:") else {
+        return Err("expected inet:HOST:PORT or unix:PATH, like inet:127.0.0.1:10023".into());
+    };
+    if let Ok(addr) = hostport.parse::<SocketAddr>() {
+        return Ok(PolicyTarget::Inet(addr));
+    }
+    let resolved = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
+        .next();
+    resolved
+        .map(PolicyTarget::Inet)
+        .ok_or_else(|| format!("{hostport:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_inet_or_unix() {
+        assert_eq!(
+            parse_target("inet:127.0.0.1:10023"),
+            Ok(PolicyTarget::Inet("127.0.0.1:10023".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_target("inet:[::1]:10023"),
+            Ok(PolicyTarget::Inet("[::1]:10023".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_target("inet:localhost:10023")
+                .map(|t| matches!(t, PolicyTarget::Inet(a) if a.port() == 10023)),
+            Ok(true)
+        );
+        assert_eq!(
+            parse_target("unix:/run/postgrey.sock"),
+            Ok(PolicyTarget::Unix("/run/postgrey.sock".into()))
+        );
+        for bad in ["127.0.0.1:10023", "unix:", "inet:nohost", "tcp:1.2.3.4:5"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stages_are_rcpt_data_or_both() {
+        let s = |v: &str| {
+            stages(Some(&Sourced::new(
+                v.to_string(),
+                Source::Flag("policy_stages"),
+            )))
+        };
+        assert_eq!(stages(None).unwrap(), (true, false));
+        assert_eq!(s("rcpt").unwrap(), (true, false));
+        assert_eq!(s("data").unwrap(), (false, true));
+        assert_eq!(s("rcpt, DATA").unwrap(), (true, true));
+        let e = s("rcpt,eom").unwrap_err().to_string();
+        assert!(e.contains("\"eom\" is not a stage"), "{e}");
+    }
+}
