@@ -4,9 +4,9 @@
 //!
 //! Why it is shaped like this: a map can hold millions of addresses and is
 //! read on every RCPT by every core. It is one immutable block shared by
-//! `Arc`: the entries, lower-cased, back to back in one string, and a hash
-//! table of their offsets (about 9 octets per entry beyond the text, no
-//! allocation per entry). A lookup hashes the query once per candidate
+//! `Arc`: the entries, lower-cased, back to back in one string (a line
+//! feed after each), and a hash table of their offsets (5 octets per
+//! bucket, 1–2 buckets per entry, no allocation per entry). A lookup hashes the query once per candidate
 //! (`user+ext@domain`, `user@domain`, `@domain`), with a per-process random
 //! key so clients cannot aim at collisions. SIGHUP builds a new map and
 //! swaps it in; sessions keep the one they started with.
@@ -22,10 +22,10 @@ const MAX_ENTRY: usize = 256;
 
 /// The set of known recipients.
 pub struct RecipientMap {
-    /// Every entry, lower-cased, back to back.
+    /// Every entry, lower-cased, each ended by a line feed.
     text: String,
-    /// (offset, length) of each entry in `text`, by the hash of the entry.
-    table: HashTable<(u32, u16)>,
+    /// The offset of each entry in `text`, by the hash of the entry.
+    table: HashTable<u32>,
     hasher: RandomState,
     /// `--recipient-delimiter`: characters that start an address extension.
     delimiters: String,
@@ -89,7 +89,7 @@ impl RecipientMap {
             source: PathBuf::from(shown),
             load_time: Duration::ZERO,
         };
-        let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+        let lines = memchr::memchr_iter(b'\n', text.as_bytes()).count() + 1;
         map.table.reserve(lines, |_| 0);
         for (i, line) in text.lines().enumerate() {
             let entry = line.split('#').next().unwrap_or("").trim();
@@ -102,39 +102,44 @@ impl RecipientMap {
                 why: format!("{entry:?}: {why}"),
             };
             check_entry(entry).map_err(bad)?;
-            map.insert(&entry.to_lowercase())
-                .ok_or_else(|| MapError::TooLarge {
-                    path: shown.to_string(),
-                })?;
+            map.insert(entry).ok_or_else(|| MapError::TooLarge {
+                path: shown.to_string(),
+            })?;
         }
         map.text.shrink_to_fit();
-        map.table
-            .shrink_to(0, |&(o, l)| map.hasher.hash_one(slice(&map.text, o, l)));
         Ok(map)
     }
 
-    /// Adds a lower-cased entry (a duplicate is kept once); `None` when
-    /// the text no longer fits 32-bit offsets.
+    /// Adds an entry, lower-cased straight into the text (a duplicate is
+    /// kept once); `None` when the text no longer fits 32-bit offsets.
     fn insert(&mut self, entry: &str) -> Option<()> {
-        if self.find(entry) {
+        let start = self.text.len();
+        let offset = u32::try_from(start).ok()?;
+        if entry.is_ascii() {
+            self.text.push_str(entry);
+            self.text[start..].make_ascii_lowercase();
+        } else {
+            self.text.push_str(&entry.to_lowercase());
+        }
+        let (text, hasher) = (&self.text, &self.hasher);
+        let lowered = &text[start..];
+        let hash = hasher.hash_one(lowered);
+        if self.table.find(hash, |&o| entry_at(text, o) == lowered).is_some() {
+            self.text.truncate(start);
             return Some(());
         }
-        let offset = u32::try_from(self.text.len()).ok()?;
-        let len = entry.len() as u16;
-        self.text.push_str(entry);
+        self.text.push('\n');
         u32::try_from(self.text.len()).ok()?;
-        let hash = self.hasher.hash_one(entry);
         let (text, hasher) = (&self.text, &self.hasher);
-        self.table.insert_unique(hash, (offset, len), |&(o, l)| {
-            hasher.hash_one(slice(text, o, l))
-        });
+        self.table
+            .insert_unique(hash, offset, |&o| hasher.hash_one(entry_at(text, o)));
         Some(())
     }
 
     fn find(&self, lowered: &str) -> bool {
         let hash = self.hasher.hash_one(lowered);
         self.table
-            .find(hash, |&(o, l)| slice(&self.text, o, l) == lowered)
+            .find(hash, |&o| entry_at(&self.text, o) == lowered)
             .is_some()
     }
 
@@ -201,8 +206,11 @@ impl RecipientMap {
     }
 }
 
-fn slice(text: &str, offset: u32, len: u16) -> &str {
-    &text[offset as usize..offset as usize + usize::from(len)]
+/// The entry at `offset`: up to its line feed.
+fn entry_at(text: &str, offset: u32) -> &str {
+    let rest = &text[offset as usize..];
+    let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// An entry is `local@domain` or `@domain`, without spaces or angle
@@ -211,7 +219,11 @@ fn check_entry(entry: &str) -> Result<(), &'static str> {
     if entry.len() > MAX_ENTRY {
         return Err("longer than 256 octets");
     }
-    if entry.contains(|c: char| c.is_whitespace() || c == '<' || c == '>') {
+    let odd = |c: char| c.is_whitespace() || c == '<' || c == '>';
+    let odd_byte = |b: &u8| b.is_ascii_whitespace() || matches!(b, b'<' | b'>');
+    if (entry.is_ascii() && entry.as_bytes().iter().any(odd_byte))
+        || (!entry.is_ascii() && entry.contains(odd))
+    {
         return Err("one address per line, without spaces or <>");
     }
     let Some((_, domain)) = entry.rsplit_once('@') else {
