@@ -124,7 +124,11 @@ impl RecipientMap {
         let (text, hasher) = (&self.text, &self.hasher);
         let lowered = &text[start..];
         let hash = hasher.hash_one(lowered);
-        if self.table.find(hash, |&o| entry_at(text, o) == lowered).is_some() {
+        if self
+            .table
+            .find(hash, |&o| entry_at(text, o) == lowered)
+            .is_some()
+        {
             self.text.truncate(start);
             return Some(());
         }
