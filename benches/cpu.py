@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Server CPU per message: sluice (fsync and none, 1 and 2 cores) against
+Postfix's smtp-sink, the same load generator, in one run.
+
+For each cell (server × size × DATA/BDAT) the server is started, the load
+generator sends --messages messages over --sessions sessions, and the
+server's CPU time is read from /proc/PID/stat before and after (utime +
+stime of the whole thread group: every executor thread, the spool writer
+and io_uring's iou-wrk workers, which are threads of the process; kernel
+time spent in softirq on the server's behalf is not). Rounds alternate
+the order of the servers, so drift on a shared machine hits them alike;
+the table gives the median µs per message and its ratio to smtp-sink's
+(smtp-sink does not take BDAT: BDAT rows are compared with its DATA).
+/proc counts in clock ticks (10 ms): keep --messages large enough that a
+cell takes seconds of CPU.
+
+With --syscalls, one more run per sluice cell is made under `strace -c -f`
+(slow: only its counts are used): system calls per message, the
+io_uring_enter calls (a park or a submission), and membarrier (glommio's
+park on a multi-core executor set; each one interrupts the other cores).
+
+  benches/cpu.py                     # 1k and 64k, DATA and BDAT, 3 rounds
+  benches/cpu.py --sizes 1k --rounds 5 --syscalls
+
+Bounded: each load is --messages messages with a 10 minute cap; only
+loopback is used.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import LOADGEN, SLUICE, free_port, stop_process, wait_port  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Server:
+    def __init__(self, name, argv, workdir, spool=None):
+        self.name, self.argv, self.workdir, self.spool = name, argv, workdir, spool
+        self.proc = None
+
+    def start(self, port):
+        if self.spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
+        argv = [a.replace("{port}", str(port)) for a in self.argv]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port)
+
+    def stop(self):
+        stop_process(self.proc)
+        if self.spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
+
+
+def servers(workdir, sink):
+    spool = os.path.join(workdir, "spool")
+    out = []
+    for cores in ("1", "2"):
+        for durability in ("fsync", "none"):
+            out.append(Server(
+                f"sluice {durability} {cores}c",
+                [SLUICE, "serve", "-q", "--listen", "127.0.0.1:{port}", "--spool", spool,
+                 "--cores", cores, "--durability", durability, "--max-message-size", "64M"],
+                workdir, spool))
+    if sink:
+        out.append(Server("smtp-sink", [sink, "-u", "nobody", "-m", "1000",
+                                        "inet:127.0.0.1:{port}", "1024"], workdir))
+    return out
+
+
+def load(port, size, mode, sessions, messages):
+    args = [LOADGEN, "--target", f"127.0.0.1:{port}", "--connections", str(sessions),
+            "--size", size, "--mode", mode, "--messages", str(messages), "--json", "--quiet",
+            "--max-time", "10m", "--max-error-rate", "1"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=660)
+    return json.loads(out.stdout)
+
+
+def measure(server, size, mode, args):
+    port = free_port()
+    server.start(port)
+    try:
+        before = cpu_seconds(server.proc.pid)
+        r = load(port, size, mode, args.sessions, args.messages)
+        after = cpu_seconds(server.proc.pid)
+    finally:
+        server.stop()
+    ok = r["acknowledged"]
+    if r["errors"] or ok == 0:
+        return None
+    return {"us": (after - before) * 1e6 / ok, "rate": r["messages_per_s"]}
+
+
+def syscalls(server, size, mode, args):
+    """Counts under strace -c -f for one run: {name: calls} per message."""
+    port = free_port()
+    server.start(port)
+    summary = os.path.join(server.workdir, "strace.txt")
+    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", summary, "-p", str(server.proc.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    try:
+        r = load(port, size, mode, args.sessions, args.messages // 4)
+    finally:
+        tracer.terminate()
+        tracer.wait(30)
+        server.stop()
+    counts = {}
+    with open(summary) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                name = parts[-1]
+                calls = int(parts[3]) if parts[3].isdigit() else 0
+                counts[name] = calls
+    n = max(1, r["acknowledged"])
+    return {k: v / n for k, v in counts.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1k,64k")
+    ap.add_argument("--modes", default="data,bdat")
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--syscalls", action="store_true")
+    args = ap.parse_args()
+    for binary in (SLUICE, LOADGEN):
+        if not os.access(binary, os.X_OK):
+            raise SystemExit(f"cpu: {binary} is missing: cargo build --release --workspace")
+    sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+    if not sink:
+        print("cpu: smtp-sink is not installed (apt-get install postfix); sluice only", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as workdir:
+        grid = servers(workdir, sink)
+        results = {}
+        for size in args.sizes.split(","):
+            for mode in args.modes.split(","):
+                for rnd in range(args.rounds):
+                    order = grid if rnd % 2 == 0 else list(reversed(grid))
+                    for server in order:
+                        m = measure(server, size, mode, args)
+                        results.setdefault((size, mode, server.name), []).append(m)
+                        shown = "errors" if m is None else f"{m['us']:.1f} µs/msg, {m['rate']:,.0f} msg/s"
+                        print(f"round {rnd + 1}: {size} {mode} {server.name}: {shown}", file=sys.stderr)
+        traced = {}
+        if args.syscalls:
+            for size in args.sizes.split(","):
+                for mode in args.modes.split(","):
+                    for server in grid:
+                        if server.name.startswith("sluice"):
+                            traced[(size, mode, server.name)] = syscalls(server, size, mode, args)
+    print(f"{args.messages:,} messages × {args.sessions} sessions per cell, {args.rounds} rounds, "
+          "server CPU (user + system, all threads) per acknowledged message\n")
+    print("| size | mode | server | µs per message (rounds) | median | msgs/s median | vs smtp-sink |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for size in args.sizes.split(","):
+        for mode in args.modes.split(","):
+            sink_runs = [m for m in results.get((size, mode, "smtp-sink"), []) if m]
+            versus = ""
+            if not sink_runs:
+                # smtp-sink does not take BDAT: compare with its DATA.
+                sink_runs = [m for m in results.get((size, "data", "smtp-sink"), []) if m]
+                versus = " (its DATA)"
+            sink_us = statistics.median(m["us"] for m in sink_runs) if sink_runs else None
+            for server in grid:
+                runs = results[(size, mode, server.name)]
+                good = [m for m in runs if m]
+                if not good:
+                    print(f"| {size} | {mode} | {server.name} | errors (not supported?) | | | |")
+                    continue
+                us = statistics.median(m["us"] for m in good)
+                rate = statistics.median(m["rate"] for m in good)
+                each = ", ".join("err" if m is None else f"{m['us']:.1f}" for m in runs)
+                ratio = f"{us / sink_us:.2f}x{versus}" if sink_us else ""
+                print(f"| {size} | {mode} | {server.name} | {each} | {us:.1f} | {rate:,.0f} | {ratio} |")
+    if traced:
+        print("\nSystem calls per message under strace -c -f (a slowed run; counts only):\n")
+        print("| size | mode | server | all | io_uring_enter | membarrier | sendto | recvfrom |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        for (size, mode, name), c in traced.items():
+            total = sum(c.values())
+            print(f"| {size} | {mode} | {name} | {total:.2f} | {c.get('io_uring_enter', 0):.2f} | "
+                  f"{c.get('membarrier', 0):.3f} | {c.get('sendto', 0):.2f} | {c.get('recvfrom', 0):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
