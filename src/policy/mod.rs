@@ -6,9 +6,12 @@
 //! - [`delegation`]: the Postfix policy delegation protocol (requests,
 //!   answers, what actions mean), without I/O.
 //! - [`client`]: a core's connections to the policy service.
+//! - [`rspamd`]: rspamd's `/checkv2` over hyper on the core's executor,
+//!   and its verdict (not yet a stage).
 
 pub mod client;
 pub mod delegation;
 pub mod recipient_map;
+pub mod rspamd;
 
 pub use recipient_map::RecipientMap;

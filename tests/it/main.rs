@@ -29,6 +29,8 @@ mod admission;
 mod recipients;
 // --policy-service: postgrey and postfwd, and services that misbehave.
 mod policy;
+// The rspamd client against a real rspamd.
+mod rspamd;
 // DNS lists against a real dnsmasq.
 mod dnsbl;
 // Thousands of parked bodies under --memory-budget.

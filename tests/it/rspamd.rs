@@ -1,0 +1,161 @@
+//! The rspamd client (`sluice::policy::rspamd`) against a real rspamd
+//! (Debian's, private config on a loopback port): GTUBE is rejected, two
+//! Lua rules give `add header` and `greylist`, a plain message gets
+//! `no action`, and a stopped rspamd is an error, not a hang. The client
+//! is not yet a stage of the server; this pins its protocol down.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice::policy::rspamd::{Action, Envelope, RspamdClient, RspamdError, Verdict};
+
+use crate::support::*;
+
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+/// A private rspamd; stopped when dropped.
+pub struct Rspamd {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        // rspamd forks its workers: stop the whole process group.
+        // SAFETY: kill(2) on the group this test started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Rspamd {
+    /// Starts rspamd with actions at 4 (greylist), 6 (add header) and 15
+    /// (reject), and two rules keyed on the Subject.
+    pub fn start() -> Option<Rspamd> {
+        let bin = peer_program("rspamd")?;
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("rspamd.conf"),
+            format!(
+                "options {{ pidfile = \"{d}/rspamd.pid\"; dbdir = \"{d}\"; filters = \"\"; }}\n\
+                 logging {{ type = \"console\"; level = \"error\"; }}\n\
+                 actions {{ reject = 15; add_header = 6; greylist = 4; }}\n\
+                 worker \"normal\" {{ bind_socket = \"{addr}\"; count = 1; }}\n\
+                 lua = \"{d}/rules.lua\";\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("rules.lua"),
+            "local function subject_is(s)\n\
+               return function(task) return task:get_header('Subject') == s end\n\
+             end\n\
+             rspamd_config.SLUICE_ADD_HEADER = { callback = subject_is('please add a header'), score = 7.0 }\n\
+             rspamd_config.SLUICE_GREYLIST = { callback = subject_is('please greylist'), score = 5.0 }\n",
+        )
+        .unwrap();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(bin)
+            .process_group(0)
+            .args(["-f", "-u", "nobody", "-g", "nogroup", "-c"])
+            .arg(dir.path().join("rspamd.conf"))
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rspamd");
+        wait_listening(addr);
+        Some(Rspamd {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+/// Runs `messages` through one client on a glommio executor.
+fn check_all(addr: SocketAddr, messages: Vec<String>) -> Vec<Result<Verdict, String>> {
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let client = RspamdClient::new(addr, Duration::from_secs(10));
+            let env = Envelope {
+                ip: "127.0.4.2".into(),
+                helo: "client.test",
+                from: "a@x.test",
+                rcpt: vec!["b@y.test".into()],
+                queue_id: "0123456789abcdef",
+                user: None,
+            };
+            let mut out = Vec::new();
+            for m in messages {
+                let r = client.check(&env, Bytes::from(m)).await;
+                out.push(r.map_err(|e: RspamdError| e.to_string()));
+            }
+            out
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn message(subject: &str, body: &str) -> String {
+    format!("Received: from client.test\r\nSubject: {subject}\r\nFrom: a@x.test\r\n\r\n{body}\r\n")
+}
+
+#[test]
+fn rspamd_verdicts_come_back_for_gtube_rules_and_plain_mail() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let results = check_all(
+        rspamd.addr,
+        vec![
+            message("gtube", GTUBE),
+            message("please add a header", "hello"),
+            message("please greylist", "hello"),
+            message("hello", "a normal message"),
+        ],
+    );
+    let actions: Vec<Action> = results
+        .iter()
+        .map(|r| r.as_ref().expect("a verdict").action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Reject,
+            Action::AddHeader,
+            Action::Greylist,
+            Action::NoAction
+        ]
+    );
+    let gtube = results[0].as_ref().unwrap();
+    assert!(gtube.score >= 15.0, "{gtube:?}");
+    assert_eq!(results[1].as_ref().unwrap().score, 7.0);
+}
+
+#[test]
+fn a_stopped_rspamd_is_an_error_not_a_hang() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let addr = rspamd.addr;
+    drop(rspamd);
+    // Its workers may take a moment to go.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_ok() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    let results = check_all(addr, vec![message("hello", "x")]);
+    assert!(results[0].is_err(), "{results:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
