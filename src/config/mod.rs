@@ -19,7 +19,7 @@ use crate::smtp::BareNewlinePolicy;
 use crate::spool::Durability;
 pub use admission::{Admission, DnsLists};
 use layer::{serve_settings, Source, Sourced};
-pub use policy::{PolicyDefault, PolicyService};
+pub use policy::{PolicyDefault, PolicyService, RspamdSettings};
 pub use value::{parse_duration, parse_size, Secs, Size};
 
 pub mod admission;
@@ -292,6 +292,26 @@ serve_settings! {
     /// `rcpt,data`.
     #[arg(long, value_name = "rcpt[,data]")]
     policy_stages: Option<String>,
+
+    /// rspamd's normal worker, like `http://127.0.0.1:11333`: every
+    /// message is scanned at the end of data, before it is stored. Off by
+    /// default.
+    #[arg(long, value_name = "URL")]
+    rspamd: Option<String>,
+
+    /// How long rspamd may take. Default 5 (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS")]
+    rspamd_timeout: Option<Secs>,
+
+    /// When rspamd fails (down, slow, nonsense): `open` stores the message
+    /// unscanned and logs it (the default), `closed` answers 451 4.7.1.
+    #[arg(long, value_name = "open|closed")]
+    rspamd_fail: Option<String>,
+
+    /// Larger messages are stored unscanned (logged). Messages up to this
+    /// size are held in memory until rspamd answers. Default 2M.
+    #[arg(long, value_name = "BYTES")]
+    rspamd_max_size: Option<Size>,
 }
 
 /// The validated configuration.
@@ -349,6 +369,18 @@ pub struct Config {
     pub recipient_map: Option<Arc<RecipientMap>>,
     /// The policy delegation service, when configured.
     pub policy_service: Option<PolicyService>,
+    /// rspamd, when configured.
+    pub rspamd: Option<RspamdSettings>,
+}
+
+impl Config {
+    /// How much of a message is held in memory before it streams to the
+    /// spool: `--message-memory`, or rspamd's maximum size when messages
+    /// are scanned (rspamd needs the whole message, and may change it).
+    pub fn message_hold(&self) -> usize {
+        let scanned = self.rspamd.as_ref().map_or(0, |r| r.max_size);
+        self.message_memory.max(scanned)
+    }
 }
 
 impl ServeArgs {
@@ -416,6 +448,7 @@ fn validate(g: Given) -> Result<Config> {
     let admission = admission::validate(&g)?;
     let recipient_map = recipient_map(&g)?;
     let policy_service = policy::validate(&g)?;
+    let rspamd = policy::rspamd(&g)?;
     let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
     let listen = each(Some(listen_given), |l| {
         l.parse::<SocketAddr>()
@@ -575,6 +608,7 @@ fn validate(g: Given) -> Result<Config> {
         admission,
         recipient_map,
         policy_service,
+        rspamd,
     })
 }
 

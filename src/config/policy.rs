@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 #[cfg(test)]
 use super::layer::Source;
 use super::layer::Sourced;
-use super::{value_or, Given, Secs};
+use super::{value_or, Given, Secs, Size};
 use crate::policy::client::PolicyTarget;
 
 /// Postfix's smtpd_policy_service_timeout is 100 s; the contract
@@ -131,6 +131,99 @@ fn parse_target(text: &str) -> Result<PolicyTarget, String> {
         .ok_or_else(|| format!("{hostport:?} resolves to no address"))
 }
 
+/// rspamd's default timeout, seconds.
+pub const DEFAULT_RSPAMD_TIMEOUT_SECS: u64 = 5;
+/// Messages over this are stored unscanned.
+pub const DEFAULT_RSPAMD_MAX_SIZE: u64 = 2 << 20;
+
+/// `--rspamd` and its companions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RspamdSettings {
+    /// The normal worker's address.
+    pub addr: SocketAddr,
+    pub timeout: Duration,
+    /// `--rspamd-fail closed`: 451 when rspamd fails.
+    pub fail_closed: bool,
+    pub max_size: usize,
+}
+
+pub(super) fn rspamd(g: &Given) -> Result<Option<RspamdSettings>> {
+    let Some(url) = &g.rspamd else {
+        let companions = [
+            g.rspamd_timeout.as_ref().map(|s| s.source.clone()),
+            g.rspamd_fail.as_ref().map(|s| s.source.clone()),
+            g.rspamd_max_size.as_ref().map(|s| s.source.clone()),
+        ];
+        if let Some(lonely) = companions.into_iter().flatten().next() {
+            bail!("{lonely} only makes sense with --rspamd");
+        }
+        return Ok(None);
+    };
+    let addr = parse_url(&url.value).map_err(|why| {
+        anyhow::anyhow!(
+            "{}: {why}",
+            url.source.with_value(format!("{:?}", url.value))
+        )
+    })?;
+    let timeout = value_or(
+        g.rspamd_timeout.clone(),
+        "rspamd_timeout",
+        Secs(Duration::from_secs(DEFAULT_RSPAMD_TIMEOUT_SECS)),
+    );
+    if timeout.value.0 < Duration::from_millis(10) || timeout.value.0 > Duration::from_secs(600) {
+        bail!("{} must be between 0.01 and 600 seconds", timeout.source);
+    }
+    let fail_closed = match &g.rspamd_fail {
+        None => false,
+        Some(f) => match f.value.to_ascii_lowercase().as_str() {
+            "open" => false,
+            "closed" => true,
+            _ => bail!(
+                "{}: expected open or closed",
+                f.source.with_value(format!("{:?}", f.value))
+            ),
+        },
+    };
+    let max_size = value_or(
+        g.rspamd_max_size.clone(),
+        "rspamd_max_size",
+        Size(DEFAULT_RSPAMD_MAX_SIZE),
+    );
+    if !(4096..=64 << 20).contains(&max_size.value.0) {
+        bail!(
+            "{} must be between 4K and 64M, got {}",
+            max_size.source,
+            max_size.value.0
+        );
+    }
+    Ok(Some(RspamdSettings {
+        addr,
+        timeout: timeout.value.0,
+        fail_closed,
+        max_size: max_size.value.0 as usize,
+    }))
+}
+
+/// `http://HOST:PORT` (a name is resolved now; the path, if any, must be
+/// `/`: requests go to `/checkv2`).
+fn parse_url(text: &str) -> Result<SocketAddr, String> {
+    let uri: hyper::Uri = text.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("expected http://HOST:PORT (rspamd's normal worker speaks plain HTTP)".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("give only http://HOST:PORT; requests go to /checkv2".into());
+    }
+    let host = uri.host().ok_or("the host is missing")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(11333);
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +249,30 @@ mod tests {
         );
         for bad in ["127.0.0.1:10023", "unix:", "inet:nohost", "tcp:1.2.3.4:5"] {
             assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rspamd_urls_are_plain_http_to_a_host_and_port() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:11333"),
+            Ok("127.0.0.1:11333".parse().unwrap())
+        );
+        assert_eq!(
+            parse_url("http://[::1]:11333/"),
+            Ok("[::1]:11333".parse().unwrap())
+        );
+        assert_eq!(
+            parse_url("http://127.0.0.1"),
+            Ok("127.0.0.1:11333".parse().unwrap())
+        );
+        for bad in [
+            "https://127.0.0.1:11333",
+            "http://127.0.0.1:11333/checkv2",
+            "127.0.0.1:11333",
+            "nonsense",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 

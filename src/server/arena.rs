@@ -65,6 +65,11 @@ pub struct ArenaPool {
 }
 
 impl ArenaPool {
+    /// The message memory the arenas are sized for.
+    pub fn message_memory(&self) -> usize {
+        self.size - 2 * READ_CHUNK
+    }
+
     /// A pool of arenas for messages of `message_memory` octets in memory,
     /// keeping at most `keep` free ones, all within `budget` octets.
     pub fn new(message_memory: usize, keep: usize, budget: usize) -> Rc<ArenaPool> {

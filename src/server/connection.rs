@@ -25,6 +25,7 @@ use super::admission::{self, Admitted, ClientQuota};
 use super::arena::READ_CHUNK;
 use super::message::{BodySource, Message, Transfer};
 use super::policy_stage;
+use super::rspamd_stage;
 use super::screening;
 use super::settings::Settings;
 use super::shard::Shard;
@@ -594,6 +595,26 @@ impl Connection {
                 }
                 Decision::Discard(why) => discard = Some(why),
                 _ => {}
+            }
+        }
+        if discard.is_none() && self.settings.rspamd.is_some() {
+            let outcome = rspamd_stage::scan(
+                &self.shard,
+                &self.settings,
+                &self.session,
+                self.peer,
+                &mut m,
+                &id,
+            )
+            .await;
+            if let rspamd_stage::Outcome::Refuse { code, status, text } = outcome {
+                self.session.message_refused_with(
+                    code,
+                    status,
+                    format_args!("{text}"),
+                    &mut self.out,
+                );
+                return;
             }
         }
         if let Some(why) = discard {

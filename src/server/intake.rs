@@ -271,6 +271,45 @@ impl Intake {
         self.head = None;
     }
 
+    /// The whole stored message (trace header included), when it was
+    /// never spilled.
+    pub fn stored_whole(&self) -> Option<&[u8]> {
+        self.head.map(|_| &self.arena[..self.stored])
+    }
+
+    /// The stored message after its trace header (and anything inserted
+    /// after it), when it was never spilled.
+    pub fn after_head(&self) -> Option<&[u8]> {
+        self.head.map(|h| &self.arena[h..self.stored])
+    }
+
+    /// Replaces what follows the trace header with `rest`, if the
+    /// message was never spilled and `rest` fits the arena; `false`
+    /// otherwise (nothing changes). Octets read past a DATA terminator
+    /// move along.
+    pub fn replace_after_head(&mut self, rest: &[u8]) -> bool {
+        let Some(head) = self.head else {
+            return false;
+        };
+        let leftover = self.leftover().to_vec();
+        let end = head + rest.len() + leftover.len();
+        if end > self.arena.size() {
+            return false;
+        }
+        let buf = self.arena.reach(end);
+        buf[head..head + rest.len()].copy_from_slice(rest);
+        buf[head + rest.len()..end].copy_from_slice(&leftover);
+        self.stored = head + rest.len();
+        if let Mode::Data {
+            scanned, filled, ..
+        } = &mut self.mode
+        {
+            *scanned = self.stored;
+            *filled = end;
+        }
+        true
+    }
+
     /// Adds `lines` (whole header lines with CRLF) right after the trace
     /// header of a finished message, if it was never spilled and they fit
     /// the arena; `false` otherwise (nothing changes).

@@ -72,7 +72,7 @@ impl Message {
             header.extend_from_slice(b"\r\n");
         }
         let limits = Limits {
-            memory: settings.config.message_memory,
+            memory: shard.message_hold(),
             max_size: settings.config.max_message_size,
         };
         let arena = shard.arena();

@@ -54,6 +54,7 @@ pub mod log_budget;
 pub mod message;
 pub mod policy_stage;
 pub mod reload;
+pub mod rspamd_stage;
 pub mod screening;
 pub mod settings;
 pub mod shard;

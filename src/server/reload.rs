@@ -86,7 +86,8 @@ pub fn keep_fixed(
         message_memory => "message-memory",
         memory_budget => "memory-budget",
         metrics => "metrics",
-        proxy_protocol => "proxy-protocol"
+        proxy_protocol => "proxy-protocol",
+        rspamd => "rspamd"
     );
     changed
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::policy::client::PolicyClient;
+use crate::policy::rspamd::RspamdClient;
 use crate::smtp::SessionConfig;
 
 /// One consistent set of settings.
@@ -25,6 +26,8 @@ pub struct Settings {
     pub session: Rc<SessionConfig>,
     /// This core's client of the policy service, when there is one.
     pub policy: Option<Rc<PolicyClient>>,
+    /// This core's rspamd client, when there is one.
+    pub rspamd: Option<Rc<RspamdClient>>,
 }
 
 impl Settings {
@@ -48,6 +51,10 @@ impl Settings {
                 .policy_service
                 .as_ref()
                 .map(|p| Rc::new(PolicyClient::new(p.target.clone(), p.timeout))),
+            rspamd: config
+                .rspamd
+                .as_ref()
+                .map(|r| Rc::new(RspamdClient::new(r.addr, r.timeout))),
             config,
         })
     }

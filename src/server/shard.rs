@@ -76,7 +76,7 @@ impl Shard {
     pub fn new(parts: ShardParts) -> Rc<Shard> {
         let config = &parts.settings.config;
         let share = config.memory_budget / config.cpus.len().max(1);
-        let pool = ArenaPool::new(config.message_memory, ARENAS_KEPT, share);
+        let pool = ArenaPool::new(config.message_hold(), ARENAS_KEPT, share);
         Rc::new(Shard {
             core: parts.core,
             pool,
@@ -175,6 +175,13 @@ impl Shard {
     /// Whether log lines of `level` are wanted (0 normal, 1 verbose).
     pub fn logs(&self, level: i8) -> bool {
         self.verbosity >= level
+    }
+
+    /// How much of a message is held in memory before it spills (the
+    /// start-up `Config::message_hold`, which the pool's arenas are sized
+    /// for).
+    pub fn message_hold(&self) -> usize {
+        self.pool.message_memory()
     }
 
     /// A message buffer; it returns to the pool when dropped.

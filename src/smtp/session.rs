@@ -642,15 +642,26 @@ impl Session {
     /// END-OF-MESSAGE, before it was stored): the reply, and the
     /// transaction ends.
     pub fn message_refused(&mut self, refusal: &PolicyReply, out: &mut Vec<u8>) {
-        debug_assert_eq!(self.state, State::Storing);
-        let from = out.len();
-        reply::write_line_fmt(
-            out,
+        self.message_refused_with(
             refusal.code,
             &refusal.status,
             format_args!("<END-OF-MESSAGE>: End-of-data rejected: {}", refusal.text),
-            true,
+            out,
         );
+    }
+
+    /// A filter refused the finished message before it was stored: this
+    /// reply, and the transaction ends.
+    pub fn message_refused_with(
+        &mut self,
+        code: u16,
+        status: &str,
+        text: std::fmt::Arguments<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        debug_assert_eq!(self.state, State::Storing);
+        let from = out.len();
+        reply::write_line_fmt(out, code, status, text, true);
         self.reset_transaction();
         self.count_error(out, from);
     }

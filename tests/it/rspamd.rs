@@ -1,8 +1,10 @@
-//! The rspamd client (`sluice::policy::rspamd`) against a real rspamd
-//! (Debian's, private config on a loopback port): GTUBE is rejected, two
-//! Lua rules give `add header` and `greylist`, a plain message gets
-//! `no action`, and a stopped rspamd is an error, not a hang. The client
-//! is not yet a stage of the server; this pins its protocol down.
+//! `--rspamd` against a real rspamd (Debian's, private config on a
+//! loopback port): the client on its own (GTUBE rejected, Lua rules for
+//! `add header`, `greylist` and `rewrite subject`, plain mail `no
+//! action`, a stopped rspamd an error, not a hang), and the server's
+//! stage: what is refused is not stored, what is tagged is stored with
+//! the headers, fail open and fail closed, messages over the size limit
+//! stored unscanned.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -32,8 +34,8 @@ impl Drop for Rspamd {
 }
 
 impl Rspamd {
-    /// Starts rspamd with actions at 4 (greylist), 6 (add header) and 15
-    /// (reject), and two rules keyed on the Subject.
+    /// Starts rspamd with actions at 4 (greylist), 6 (add header), 8
+    /// (rewrite subject) and 15 (reject), and rules keyed on the Subject.
     pub fn start() -> Option<Rspamd> {
         let bin = peer_program("rspamd")?;
         let dir = tempfile::tempdir().unwrap();
@@ -46,7 +48,7 @@ impl Rspamd {
             format!(
                 "options {{ pidfile = \"{d}/rspamd.pid\"; dbdir = \"{d}\"; filters = \"\"; }}\n\
                  logging {{ type = \"console\"; level = \"error\"; }}\n\
-                 actions {{ reject = 15; add_header = 6; greylist = 4; }}\n\
+                 actions {{ reject = 15; rewrite_subject = 8; add_header = 6; greylist = 4; }}\n\
                  worker \"normal\" {{ bind_socket = \"{addr}\"; count = 1; }}\n\
                  lua = \"{d}/rules.lua\";\n"
             ),
@@ -58,7 +60,8 @@ impl Rspamd {
                return function(task) return task:get_header('Subject') == s end\n\
              end\n\
              rspamd_config.SLUICE_ADD_HEADER = { callback = subject_is('please add a header'), score = 7.0 }\n\
-             rspamd_config.SLUICE_GREYLIST = { callback = subject_is('please greylist'), score = 5.0 }\n",
+             rspamd_config.SLUICE_GREYLIST = { callback = subject_is('please greylist'), score = 5.0 }\n\
+             rspamd_config.SLUICE_REWRITE = { callback = subject_is('please rewrite'), score = 9.0 }\n",
         )
         .unwrap();
         use std::os::unix::process::CommandExt;
@@ -158,4 +161,104 @@ fn a_stopped_rspamd_is_an_error_not_a_hang() {
     let results = check_all(addr, vec![message("hello", "x")]);
     assert!(results[0].is_err(), "{results:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+fn server_with(rspamd: SocketAddr, extra: &[&str]) -> Server {
+    let url = format!("http://{rspamd}");
+    let mut args = vec!["--rspamd", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Sends one message with `subject` and `body`; the final reply.
+fn send(server: &Server, subject: &str, body: &str) -> String {
+    let mut c = server.connect();
+    let text = format!("Subject: {subject}\r\nFrom: a@x.test\r\n\r\n{body}\r\n");
+    c.send_mail("a@x.test", "b@y.test", text.as_bytes())
+}
+
+#[test]
+fn the_server_refuses_defers_tags_rewrites_and_stores_as_rspamd_says() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let server = server_with(rspamd.addr, &[]);
+    assert_eq!(send(&server, "gtube", GTUBE), "554 5.7.1 Gtube pattern\r\n");
+    assert_eq!(
+        send(&server, "please greylist", "hello"),
+        "451 4.7.1 Try again later\r\n"
+    );
+    let tagged = queued_id(&send(&server, "please add a header", "hello"));
+    let rewritten = queued_id(&send(&server, "please rewrite", "hello"));
+    let plain = queued_id(&send(&server, "hello", "a normal message"));
+    let stored = exported(&server.spool);
+    assert_eq!(
+        stored.len(),
+        3,
+        "the refused and deferred ones are not stored"
+    );
+    assert_eq!(
+        without_trace(&stored[&tagged].1),
+        b"X-Spam: Yes\r\nSubject: please add a header\r\nFrom: a@x.test\r\n\r\nhello\r\n"
+    );
+    let r = String::from_utf8_lossy(without_trace(&stored[&rewritten].1)).into_owned();
+    assert!(
+        r.starts_with("Subject: ") && r.contains("please rewrite"),
+        "{r}"
+    );
+    assert_ne!(r.lines().next(), Some("Subject: please rewrite"), "{r}");
+    assert_eq!(
+        without_trace(&stored[&plain].1),
+        b"Subject: hello\r\nFrom: a@x.test\r\n\r\na normal message\r\n"
+    );
+    let log = server.log();
+    assert!(log.contains(": reject (score "), "{log}");
+    assert!(
+        log.contains(&format!("rspamd {plain} from 127.0.0.1:")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stopped_rspamd_stores_unscanned_when_open_and_defers_when_closed() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let addr = rspamd.addr;
+    drop(rspamd);
+    let open = server_with(addr, &["--rspamd-timeout", "1"]);
+    let id = queued_id(&send(&open, "gtube", GTUBE));
+    assert!(exported(&open.spool).contains_key(&id));
+    open.wait_for_log(&format!(
+        "rspamd: {id} stored unscanned (--rspamd-fail open)"
+    ));
+    let closed = server_with(addr, &["--rspamd-timeout", "1", "--rspamd-fail", "closed"]);
+    let reply = send(&closed, "hello", "x");
+    assert!(reply.starts_with("451 4.7.1 Try again later"), "{reply}");
+    assert!(exported(&closed.spool).is_empty());
+}
+
+#[test]
+fn a_message_over_the_size_limit_is_stored_unscanned() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let server = server_with(rspamd.addr, &["--rspamd-max-size", "4K"]);
+    let big = format!("{GTUBE}\r\n{}", "0123456789abcdef\r\n".repeat(400));
+    let id = queued_id(&send(&server, "big gtube", &big));
+    assert!(exported(&server.spool).contains_key(&id));
+    server.wait_for_log(&format!("rspamd: {id} not scanned: "));
+}
+
+#[test]
+fn rspamd_settings_are_checked_at_start_up() {
+    let e = start_error(&["--rspamd-fail", "closed"]);
+    assert!(
+        e.contains("--rspamd-fail only makes sense with --rspamd"),
+        "{e}"
+    );
+    let e = start_error(&["--rspamd", "https://127.0.0.1:11333"]);
+    assert!(e.contains("expected http://HOST:PORT"), "{e}");
+    let e = start_error(&["--rspamd", "http://127.0.0.1:1", "--rspamd-fail", "maybe"]);
+    assert!(e.contains("expected open or closed"), "{e}");
 }
