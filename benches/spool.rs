@@ -68,6 +68,7 @@ fn run_round(durability: Durability, size: usize, iters: u64) -> (Duration, (u64
                                 peer: ([127, 0, 0, 1], 40000).into(),
                                 helo: "client.test",
                                 envelope: &envelope,
+                                spam: None,
                             };
                             msg.commit(&origin, &body).await.expect("commit");
                         }

@@ -345,6 +345,7 @@ mod tests {
                     helo: String::new(),
                     mail_from: String::new(),
                     rcpt_to: Vec::new(),
+                    spam: None,
                 },
                 segment,
                 offset: 0,

@@ -30,6 +30,10 @@ pub fn envelope_headers(env: &StoredEnvelope) -> Vec<(&'static str, String)> {
     for r in &env.rcpt_to {
         h.push(("Sluice-Rcpt-To", clean(r)));
     }
+    if let Some(spam) = &env.spam {
+        h.push(("Sluice-Spam-Action", clean(&spam.action)));
+        h.push(("Sluice-Spam-Score", clean(&spam.score)));
+    }
     h
 }
 
@@ -58,6 +62,7 @@ mod tests {
             helo: "client.example".into(),
             mail_from: String::new(),
             rcpt_to: vec!["a@x.example".into(), "b@y.example".into()],
+            spam: None,
         };
         let h = envelope_headers(&env);
         let get = |n: &str| -> Vec<&str> {
@@ -75,6 +80,20 @@ mod tests {
         assert_eq!(get("Sluice-Size"), vec!["42"]);
         assert_eq!(get("Sluice-Body-Crc32c"), vec!["deadbeef"]);
         assert!(get("Sluice-Received-At")[0].starts_with("2026-"));
+        assert!(
+            get("Sluice-Spam-Action").is_empty(),
+            "not scanned: no verdict"
+        );
+        let scanned = StoredEnvelope {
+            spam: Some(crate::spool::SpamVerdict {
+                action: "add header".into(),
+                score: "7.50".into(),
+            }),
+            ..env.clone()
+        };
+        let h = envelope_headers(&scanned);
+        assert!(h.contains(&("Sluice-Spam-Action", "add header".into())));
+        assert!(h.contains(&("Sluice-Spam-Score", "7.50".into())));
         assert_eq!(clean("a\r\nb"), "a??b");
     }
 }

@@ -37,7 +37,7 @@ use crate::proxy;
 use crate::scan::{Line, LineReader};
 use crate::smtp::command::MAX_LINE;
 use crate::smtp::{reply, Action, Session, StoreFailure, Verdict};
-use crate::spool::{Origin, StoreError};
+use crate::spool::{Origin, SpamVerdict, StoreError};
 
 /// Bytes read at a time in command mode.
 const COMMAND_READ: usize = 4096;
@@ -597,6 +597,7 @@ impl Connection {
                 _ => {}
             }
         }
+        let mut spam = None;
         if discard.is_none() && self.settings.rspamd.is_some() {
             let outcome = rspamd_stage::scan(
                 &self.shard,
@@ -607,14 +608,17 @@ impl Connection {
                 &id,
             )
             .await;
-            if let rspamd_stage::Outcome::Refuse { code, status, text } = outcome {
-                self.session.message_refused_with(
-                    code,
-                    status,
-                    format_args!("{text}"),
-                    &mut self.out,
-                );
-                return;
+            match outcome {
+                rspamd_stage::Outcome::Refuse { code, status, text } => {
+                    self.session.message_refused_with(
+                        code,
+                        status,
+                        format_args!("{text}"),
+                        &mut self.out,
+                    );
+                    return;
+                }
+                rspamd_stage::Outcome::Store(verdict) => spam = verdict,
             }
         }
         if let Some(why) = discard {
@@ -629,15 +633,16 @@ impl Connection {
             self.session.stored(Ok(&id), &mut self.out);
             return;
         }
-        self.commit(m).await;
+        self.commit(m, spam).await;
     }
 
     /// Commits a message the session said to store, and answers.
-    async fn commit(&mut self, m: Message) {
+    async fn commit(&mut self, m: Message, spam: Option<SpamVerdict>) {
         let origin = Origin {
             peer: self.peer,
             helo: self.session.helo().unwrap_or(""),
             envelope: self.session.envelope(),
+            spam: spam.as_ref(),
         };
         match m.commit(&origin).await {
             Ok((id, total)) => {

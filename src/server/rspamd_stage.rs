@@ -16,11 +16,13 @@ use super::shard::Shard;
 use crate::policy::edit::{header_lines, set_subject};
 use crate::policy::rspamd::{Action, Envelope};
 use crate::smtp::Session;
+use crate::spool::SpamVerdict;
 
 /// What the connection does with the message.
 pub enum Outcome {
-    /// Commit it (changed as rspamd asked, or unscanned).
-    Store,
+    /// Commit it (changed as rspamd asked, or unscanned), with the
+    /// verdict for the commit record.
+    Store(Option<SpamVerdict>),
     /// Refuse it with this reply; nothing is stored.
     Refuse {
         code: u16,
@@ -39,7 +41,7 @@ pub async fn scan(
     id: &str,
 ) -> Outcome {
     let (Some(client), Some(rspamd)) = (&settings.rspamd, &settings.config.rspamd) else {
-        return Outcome::Store;
+        return Outcome::Store(None);
     };
     let size = m.intake.size();
     if size > rspamd.max_size as u64 {
@@ -47,7 +49,7 @@ pub async fn scan(
             shard,
             format_args!("{id} not scanned: {size} octets is over --rspamd-max-size"),
         );
-        return Outcome::Store;
+        return Outcome::Store(None);
     }
     let Some(message) = m.intake.stored_whole() else {
         // Streamed to the spool under memory pressure: rspamd cannot have it.
@@ -87,6 +89,10 @@ pub async fn scan(
             verdict.required_score
         );
     }
+    let stored = SpamVerdict {
+        action: verdict.action.name().to_string(),
+        score: format!("{:.2}", verdict.score),
+    };
     let text = |fallback: &str| {
         verdict
             .smtp_message
@@ -119,7 +125,7 @@ pub async fn scan(
                     format_args!("{id}: rspamd's headers did not fit; stored without them"),
                 );
             }
-            Outcome::Store
+            Outcome::Store(Some(stored))
         }
         Action::RewriteSubject => {
             if let Some(subject) = &verdict.subject {
@@ -131,9 +137,9 @@ pub async fn scan(
                     );
                 }
             }
-            Outcome::Store
+            Outcome::Store(Some(stored))
         }
-        Action::NoAction => Outcome::Store,
+        Action::NoAction => Outcome::Store(Some(stored)),
     }
 }
 
@@ -152,7 +158,7 @@ fn failed(shard: &Shard, closed: bool, id: &str, why: &str) -> Outcome {
             text: "Try again later: the message could not be scanned".into(),
         }
     } else {
-        Outcome::Store
+        Outcome::Store(None)
     }
 }
 

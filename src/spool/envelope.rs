@@ -5,13 +5,20 @@
 //! message (who sent it, to whom, when, how big, its checksum). Keeping
 //! its encoding in one small module makes the format easy to read and to
 //! extend with a version byte.
+//!
+//! Version 2 adds tagged fields after the recipients (`u16` tag, then a
+//! length-prefixed string), so later fields need no new version; a reader
+//! skips tags it does not know. Tag 1 is the spam filter's verdict.
+//! Version 1 records (no tagged fields) still read.
 
 use std::net::SocketAddr;
 
 use super::id::QueueId;
 use crate::smtp::Envelope;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Tag of the spam verdict (`ACTION SCORE`, like `add header 7.50`).
+const TAG_SPAM: u16 = 1;
 
 /// The envelope as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +41,16 @@ pub struct StoredEnvelope {
     pub mail_from: String,
     /// Forward-paths without brackets or source routes.
     pub rcpt_to: Vec<String>,
+    /// The spam filter's verdict, when the message was scanned.
+    pub spam: Option<SpamVerdict>,
+}
+
+/// A spam filter's verdict as stored: rspamd's action name, and its score
+/// as rspamd printed it (two decimals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpamVerdict {
+    pub action: String,
+    pub score: String,
 }
 
 /// What the session knows about a message when it is committed; the
@@ -46,6 +63,8 @@ pub struct Origin<'a> {
     pub helo: &'a str,
     /// The transaction's envelope.
     pub envelope: &'a Envelope,
+    /// What the spam filter said, if it scanned the message.
+    pub spam: Option<&'a SpamVerdict>,
 }
 
 /// Why a commit payload does not decode.
@@ -74,12 +93,23 @@ impl StoredEnvelope {
         for r in &self.rcpt_to {
             put_str(out, r);
         }
+        let tagged: Vec<(u16, String)> = self
+            .spam
+            .iter()
+            .map(|s| (TAG_SPAM, format!("{} {}", s.action, s.score)))
+            .collect();
+        out.extend_from_slice(&(tagged.len() as u32).to_le_bytes());
+        for (tag, value) in &tagged {
+            out.extend_from_slice(&tag.to_le_bytes());
+            put_str(out, value);
+        }
     }
 
     /// Decodes a commit payload into the envelope and the inline octets.
     pub fn decode(payload: &[u8]) -> Result<(StoredEnvelope, &[u8]), DecodeError> {
         let mut c = Cursor(payload);
-        if c.take(1)?[0] != VERSION {
+        let version = c.take(1)?[0];
+        if version != 1 && version != VERSION {
             return Err(DecodeError("unknown version"));
         }
         let id = QueueId(c.u64()?);
@@ -95,6 +125,20 @@ impl StoredEnvelope {
         for _ in 0..n {
             rcpt_to.push(c.string()?);
         }
+        let mut spam = None;
+        if version >= 2 {
+            for _ in 0..c.u32()? {
+                let tag = u16::from_le_bytes(c.take(2)?.try_into().expect("2"));
+                let value = c.string()?;
+                if tag == TAG_SPAM {
+                    let (action, score) = value.rsplit_once(' ').unwrap_or((&value, ""));
+                    spam = Some(SpamVerdict {
+                        action: action.to_string(),
+                        score: score.to_string(),
+                    });
+                }
+            }
+        }
         Ok((
             StoredEnvelope {
                 id,
@@ -106,6 +150,7 @@ impl StoredEnvelope {
                 helo,
                 mail_from,
                 rcpt_to,
+                spam,
             },
             c.0,
         ))
@@ -159,6 +204,7 @@ mod tests {
             helo: "c.example".into(),
             mail_from: String::new(),
             rcpt_to: vec!["a@b".into(), "josé@c".into()],
+            spam: None,
         };
         let mut buf = Vec::new();
         env.encode(&mut buf);
@@ -167,5 +213,50 @@ mod tests {
         assert_eq!(got, env);
         assert_eq!(inline, b"hello");
         assert!(StoredEnvelope::decode(&buf[..20]).is_err());
+        let scanned = StoredEnvelope {
+            spam: Some(SpamVerdict {
+                action: "add header".into(),
+                score: "7.50".into(),
+            }),
+            ..env.clone()
+        };
+        let mut buf = Vec::new();
+        scanned.encode(&mut buf);
+        buf.extend_from_slice(b"hello");
+        let (got, inline) = StoredEnvelope::decode(&buf).unwrap();
+        assert_eq!(got, scanned);
+        assert_eq!(inline, b"hello");
+    }
+
+    #[test]
+    fn version_1_records_still_read_and_unknown_tags_are_skipped() {
+        let env = StoredEnvelope {
+            id: QueueId(1),
+            received_at_micros: 2,
+            size: 2,
+            body_crc: 3,
+            chunks: 0,
+            peer: "p".into(),
+            helo: "h".into(),
+            mail_from: "f".into(),
+            rcpt_to: vec!["r".into()],
+            spam: None,
+        };
+        let mut v2 = Vec::new();
+        env.encode(&mut v2);
+        // Version 1: the same without the tagged fields' count.
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[0] = 1;
+        v1.extend_from_slice(b"hi");
+        let (got, inline) = StoredEnvelope::decode(&v1).unwrap();
+        assert_eq!((got, inline), (env.clone(), &b"hi"[..]));
+        // A tag from the future.
+        let mut future = v2[..v2.len() - 4].to_vec();
+        future.extend_from_slice(&1u32.to_le_bytes());
+        future.extend_from_slice(&99u16.to_le_bytes());
+        put_str(&mut future, "later");
+        future.extend_from_slice(b"hi");
+        let (got, inline) = StoredEnvelope::decode(&future).unwrap();
+        assert_eq!((got, inline), (env, &b"hi"[..]));
     }
 }

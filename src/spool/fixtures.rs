@@ -25,6 +25,7 @@ pub fn commit(id: u64, chunks: u32, inline: &[u8]) -> Vec<u8> {
         helo: "h".into(),
         mail_from: "a@b".into(),
         rcpt_to: vec!["c@d".into()],
+        spam: None,
     };
     let mut payload = Vec::new();
     env.encode(&mut payload);

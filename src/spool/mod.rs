@@ -32,6 +32,6 @@ pub mod writer;
 #[cfg(test)]
 mod fixtures;
 
-pub use envelope::{Origin, StoredEnvelope};
+pub use envelope::{Origin, SpamVerdict, StoredEnvelope};
 pub use id::QueueId;
 pub use writer::{Durability, MessageWriter, SpoolWriter, StoreError, WriterConfig};

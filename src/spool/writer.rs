@@ -492,6 +492,7 @@ impl MessageWriter {
                 .iter()
                 .map(|r| r.to_string())
                 .collect(),
+            spam: origin.spam.cloned(),
         };
         let mut head = Vec::with_capacity(128);
         envelope.encode(&mut head);
@@ -566,6 +567,7 @@ mod tests {
             peer: "192.0.2.7:2525".parse::<SocketAddr>().unwrap(),
             helo: "client.test",
             envelope: &env,
+            spam: None,
         };
         let mut m = w.message(w.next_id());
         for c in chunks {

@@ -262,3 +262,37 @@ fn rspamd_settings_are_checked_at_start_up() {
     let e = start_error(&["--rspamd", "http://127.0.0.1:1", "--rspamd-fail", "maybe"]);
     assert!(e.contains("expected open or closed"), "{e}");
 }
+
+#[test]
+fn the_verdict_is_in_the_spool_and_the_drain_carries_it_as_nats_headers() {
+    let Some(rspamd) = Rspamd::start() else {
+        return;
+    };
+    let Some(cluster) = crate::nats::Cluster::single() else {
+        return;
+    };
+    let server = server_with(rspamd.addr, &[]);
+    let tagged = queued_id(&send(&server, "please add a header", "hello"));
+    let plain = queued_id(&send(&server, "hello", "a normal message"));
+    let stored = exported(&server.spool);
+    assert_eq!(
+        stored[&tagged].0["spam"],
+        serde_json::json!({"action": "add header", "score": "7.00"})
+    );
+    assert_eq!(stored[&plain].0["spam"]["action"], "no action");
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let _drain = crate::nats::Drain::start(&server.spool, &urls, &[], dir.path().join("d.log"));
+    let messages = crate::nats::eventually(Duration::from_secs(60), "2 messages", || {
+        crate::nats::read_stream(&urls, "MAIL").filter(|m| m.len() >= 2)
+    });
+    let by_id = |id: &str| {
+        messages
+            .iter()
+            .find(|m| m.header("Sluice-Queue-Id") == id)
+            .unwrap_or_else(|| panic!("{id} in the stream"))
+    };
+    assert_eq!(by_id(&tagged).header("Sluice-Spam-Action"), "add header");
+    assert_eq!(by_id(&tagged).header("Sluice-Spam-Score"), "7.00");
+    assert_eq!(by_id(&plain).header("Sluice-Spam-Action"), "no action");
+}
