@@ -375,11 +375,18 @@ pub struct Config {
 
 impl Config {
     /// How much of a message is held in memory before it streams to the
-    /// spool: `--message-memory`, or rspamd's maximum size when messages
-    /// are scanned (rspamd needs the whole message, and may change it).
+    /// spool: `--message-memory`, or more when an end-of-message stage may
+    /// change the message: rspamd's maximum size when messages are
+    /// scanned (rspamd needs the whole message), and 2 MiB with
+    /// `--policy-stages data` (so a PREPEND fits after the Received line).
     pub fn message_hold(&self) -> usize {
         let scanned = self.rspamd.as_ref().map_or(0, |r| r.max_size);
-        self.message_memory.max(scanned)
+        let asked_at_end = self
+            .policy_service
+            .as_ref()
+            .filter(|p| p.at_data)
+            .map_or(0, |_| policy::DEFAULT_RSPAMD_MAX_SIZE as usize);
+        self.message_memory.max(scanned).max(asked_at_end)
     }
 }
 

@@ -6,8 +6,9 @@
 //! and file as start-up; a configuration that does not validate is
 //! refused with a log line and the running one stays. Settings that shape
 //! the running process (listeners, cores, spool, durability, segment and
-//! buffer sizes, metrics address, PROXY protocol) keep their start-up
-//! values, and the log says which of them a restart would change.
+//! buffer sizes, metrics address, PROXY protocol, and rspamd, which sizes
+//! the message buffers) keep their start-up values, and the log says
+//! which of them a restart would change.
 
 use std::sync::Arc;
 
