@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice::policy::RecipientMap;
 use sluice::scan::BodyFlags;
 use sluice::smtp::command::parse;
-use sluice::smtp::{Action, BareNewlinePolicy, Session, SessionConfig, Verdict};
+use sluice::smtp::{Action, Session, SessionConfig, Verdict};
 use std::hint::black_box;
 
 const LINES: &[&[u8]] = &[
@@ -44,18 +44,14 @@ fn bench_parse(c: &mut Criterion) {
 }
 
 fn session_config(recipient_map: Option<Arc<RecipientMap>>) -> Rc<SessionConfig> {
+    // The server's defaults where they differ from the test limits.
     Rc::new(SessionConfig {
         hostname: "mx.example.com".into(),
         max_message_size: 35 << 20,
         max_recipients: 100,
         accept_domains: None,
-        max_line_length: 1000,
-        bare_newlines: BareNewlinePolicy::Reject,
-        starttls: false,
-        require_tls: false,
-        hard_error_limit: 0,
-        policy_at_rcpt: false,
         recipient_map,
+        ..SessionConfig::small()
     })
 }
 

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-#[cfg(test)]
-use super::layer::Source;
-use super::layer::Sourced;
+use super::layer::{Source, Sourced};
 use super::{value_or, Given, Secs, Size};
 use crate::policy::client::PolicyTarget;
 
@@ -48,10 +46,7 @@ pub(super) fn validate(g: &Given) -> Result<Option<PolicyService>> {
             g.policy_default.as_ref().map(|s| s.source.clone()),
             g.policy_stages.as_ref().map(|s| s.source.clone()),
         ];
-        if let Some(lonely) = companions.into_iter().flatten().next() {
-            bail!("{lonely} only makes sense with --policy-service");
-        }
-        return Ok(None);
+        return none_alone(companions, "--policy-service");
     };
     let target = parse_target(&service.value).map_err(|why| {
         anyhow::anyhow!(
@@ -59,14 +54,11 @@ pub(super) fn validate(g: &Given) -> Result<Option<PolicyService>> {
             service.source.with_value(format!("{:?}", service.value))
         )
     })?;
-    let timeout = value_or(
+    let timeout = timeout(
         g.policy_timeout.clone(),
         "policy_timeout",
-        Secs(Duration::from_secs(DEFAULT_POLICY_TIMEOUT_SECS)),
-    );
-    if timeout.value.0 < Duration::from_millis(10) || timeout.value.0 > Duration::from_secs(600) {
-        bail!("{} must be between 0.01 and 600 seconds", timeout.source);
-    }
+        DEFAULT_POLICY_TIMEOUT_SECS,
+    )?;
     let default = match &g.policy_default {
         None => PolicyDefault::Defer,
         Some(d) => match d.value.to_ascii_lowercase().as_str() {
@@ -81,11 +73,29 @@ pub(super) fn validate(g: &Given) -> Result<Option<PolicyService>> {
     let (at_rcpt, at_data) = stages(g.policy_stages.as_ref())?;
     Ok(Some(PolicyService {
         target,
-        timeout: timeout.value.0,
+        timeout,
         default,
         at_rcpt,
         at_data,
     }))
+}
+
+/// Nothing is configured: an error if a companion of `main` was given
+/// without it.
+fn none_alone<T>(companions: [Option<Source>; 3], main: &str) -> Result<Option<T>> {
+    if let Some(lonely) = companions.into_iter().flatten().next() {
+        bail!("{lonely} only makes sense with {main}");
+    }
+    Ok(None)
+}
+
+/// A service's timeout, 0.01 to 600 seconds.
+fn timeout(given: Option<Sourced<Secs>>, field: &'static str, default: u64) -> Result<Duration> {
+    let t = value_or(given, field, Secs(Duration::from_secs(default)));
+    if t.value.0 < Duration::from_millis(10) || t.value.0 > Duration::from_secs(600) {
+        bail!("{} must be between 0.01 and 600 seconds", t.source);
+    }
+    Ok(t.value.0)
 }
 
 /// `rcpt`, `data` or both, comma-separated; default `rcpt`.
@@ -154,10 +164,7 @@ pub(super) fn rspamd(g: &Given) -> Result<Option<RspamdSettings>> {
             g.rspamd_fail.as_ref().map(|s| s.source.clone()),
             g.rspamd_max_size.as_ref().map(|s| s.source.clone()),
         ];
-        if let Some(lonely) = companions.into_iter().flatten().next() {
-            bail!("{lonely} only makes sense with --rspamd");
-        }
-        return Ok(None);
+        return none_alone(companions, "--rspamd");
     };
     let addr = parse_url(&url.value).map_err(|why| {
         anyhow::anyhow!(
@@ -165,14 +172,11 @@ pub(super) fn rspamd(g: &Given) -> Result<Option<RspamdSettings>> {
             url.source.with_value(format!("{:?}", url.value))
         )
     })?;
-    let timeout = value_or(
+    let timeout = timeout(
         g.rspamd_timeout.clone(),
         "rspamd_timeout",
-        Secs(Duration::from_secs(DEFAULT_RSPAMD_TIMEOUT_SECS)),
-    );
-    if timeout.value.0 < Duration::from_millis(10) || timeout.value.0 > Duration::from_secs(600) {
-        bail!("{} must be between 0.01 and 600 seconds", timeout.source);
-    }
+        DEFAULT_RSPAMD_TIMEOUT_SECS,
+    )?;
     let fail_closed = match &g.rspamd_fail {
         None => false,
         Some(f) => match f.value.to_ascii_lowercase().as_str() {
@@ -198,7 +202,7 @@ pub(super) fn rspamd(g: &Given) -> Result<Option<RspamdSettings>> {
     }
     Ok(Some(RspamdSettings {
         addr,
-        timeout: timeout.value.0,
+        timeout,
         fail_closed,
         max_size: max_size.value.0 as usize,
     }))

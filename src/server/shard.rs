@@ -132,19 +132,25 @@ impl Shard {
         if !self.logs(0) {
             return;
         }
-        let allowance = self.refusal_log.spend(std::time::Instant::now());
+        self.log_within(
+            &self.refusal_log,
+            "refusal(s)",
+            format_args!("refused ({}): {what}", why.label()),
+        );
+    }
+
+    /// Logs `line` if `budget` allows, first saying how many lines of
+    /// `kind` it held back since the last one.
+    fn log_within(&self, budget: &LogBudget, kind: &str, line: std::fmt::Arguments<'_>) {
+        let allowance = budget.spend(std::time::Instant::now());
         if allowance.suppressed > 0 {
             eprintln!(
-                "sluice: core {}: {} more refusal(s) were not logged",
+                "sluice: core {}: {} more {kind} were not logged",
                 self.core, allowance.suppressed
             );
         }
         if allowance.log {
-            eprintln!(
-                "sluice: core {}: refused ({}): {what}",
-                self.core,
-                why.label()
-            );
+            eprintln!("sluice: core {}: {line}", self.core);
         }
     }
 
@@ -155,16 +161,11 @@ impl Shard {
         if !self.logs(0) {
             return;
         }
-        let allowance = self.policy_log.spend(std::time::Instant::now());
-        if allowance.suppressed > 0 {
-            eprintln!(
-                "sluice: core {}: {} more policy line(s) were not logged",
-                self.core, allowance.suppressed
-            );
-        }
-        if allowance.log {
-            eprintln!("sluice: core {}: policy: {what}", self.core);
-        }
+        self.log_within(
+            &self.policy_log,
+            "policy line(s)",
+            format_args!("policy: {what}"),
+        );
     }
 
     /// Whether the undrained spool is over `--spool-max-bytes`.

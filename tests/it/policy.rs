@@ -238,14 +238,8 @@ fn postfwd_rules_reject_defer_reply_prepend_and_discard_at_rcpt_and_at_the_end_o
     let stored = exported(&server.spool);
     assert_eq!(stored.len(), 2, "the tagged and the eom message only");
     let t = &stored[&tagged];
-    let rcpts: Vec<&str> = t.0["rcpt_to"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
     assert_eq!(
-        rcpts,
+        rcpt_to(&t.0),
         ["tag@example.com", "warn@example.com", "hold@example.com"]
     );
     assert_eq!(

@@ -39,14 +39,8 @@ fn a_message_to_a_known_and_an_unknown_recipient_is_stored_for_the_known_one_onl
     let id = queued_id(&c.reply());
     let stored = exported(&server.spool);
     assert_eq!(stored.len(), 1);
-    let rcpts: Vec<&str> = stored[&id].0["rcpt_to"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
     assert_eq!(
-        rcpts,
+        rcpt_to(&stored[&id].0),
         [
             "Alice+Lists@EXAMPLE.com",
             "anyone@everyone.example",

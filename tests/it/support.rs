@@ -381,6 +381,16 @@ pub fn exported(spool: &Path) -> std::collections::BTreeMap<String, (serde_json:
     map
 }
 
+/// The recipients of an exported envelope, in RCPT order.
+pub fn rcpt_to(envelope: &serde_json::Value) -> Vec<&str> {
+    envelope["rcpt_to"]
+        .as_array()
+        .expect("rcpt_to is a list")
+        .iter()
+        .map(|v| v.as_str().expect("a recipient is a string"))
+        .collect()
+}
+
 /// The body after the Received header sluice adds.
 pub fn without_trace(data: &[u8]) -> &[u8] {
     assert!(data.starts_with(b"Received: "));
