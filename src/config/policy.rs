@@ -59,17 +59,14 @@ pub(super) fn validate(g: &Given) -> Result<Option<PolicyService>> {
         "policy_timeout",
         DEFAULT_POLICY_TIMEOUT_SECS,
     )?;
-    let default = match &g.policy_default {
-        None => PolicyDefault::Defer,
-        Some(d) => match d.value.to_ascii_lowercase().as_str() {
-            "dunno" => PolicyDefault::Dunno,
-            "defer" => PolicyDefault::Defer,
-            _ => bail!(
-                "{}: expected dunno or defer",
-                d.source.with_value(format!("{:?}", d.value))
-            ),
-        },
-    };
+    let default = choice(
+        g.policy_default.as_ref(),
+        [
+            ("dunno", PolicyDefault::Dunno),
+            ("defer", PolicyDefault::Defer),
+        ],
+        PolicyDefault::Defer,
+    )?;
     let (at_rcpt, at_data) = stages(g.policy_stages.as_ref())?;
     Ok(Some(PolicyService {
         target,
@@ -87,6 +84,27 @@ fn none_alone<T>(companions: [Option<Source>; 3], main: &str) -> Result<Option<T
         bail!("{lonely} only makes sense with {main}");
     }
     Ok(None)
+}
+
+/// One of two words (any case), or `default` when not given.
+fn choice<T: Copy>(
+    given: Option<&Sourced<String>>,
+    words: [(&str, T); 2],
+    default: T,
+) -> Result<T> {
+    let Some(g) = given else {
+        return Ok(default);
+    };
+    let word = g.value.to_ascii_lowercase();
+    match words.iter().find(|(w, _)| *w == word) {
+        Some(&(_, v)) => Ok(v),
+        None => bail!(
+            "{}: expected {} or {}",
+            g.source.with_value(format!("{:?}", g.value)),
+            words[0].0,
+            words[1].0
+        ),
+    }
 }
 
 /// A service's timeout, 0.01 to 600 seconds.
@@ -177,17 +195,11 @@ pub(super) fn rspamd(g: &Given) -> Result<Option<RspamdSettings>> {
         "rspamd_timeout",
         DEFAULT_RSPAMD_TIMEOUT_SECS,
     )?;
-    let fail_closed = match &g.rspamd_fail {
-        None => false,
-        Some(f) => match f.value.to_ascii_lowercase().as_str() {
-            "open" => false,
-            "closed" => true,
-            _ => bail!(
-                "{}: expected open or closed",
-                f.source.with_value(format!("{:?}", f.value))
-            ),
-        },
-    };
+    let fail_closed = choice(
+        g.rspamd_fail.as_ref(),
+        [("open", false), ("closed", true)],
+        false,
+    )?;
     let max_size = value_or(
         g.rspamd_max_size.clone(),
         "rspamd_max_size",

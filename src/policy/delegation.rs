@@ -51,18 +51,17 @@ pub struct Facts<'a> {
 
 /// Writes the request for `facts` at `stage` into `out`.
 pub fn write_request(out: &mut Vec<u8>, stage: Stage, facts: &Facts<'_>) {
-    let mut text = String::with_capacity(512);
+    use std::io::Write as _;
     let mut attr = |name: &str, value: &dyn std::fmt::Display| {
-        let value = value.to_string();
-        text.push_str(name);
-        text.push('=');
+        let start = out.len();
+        let _ = write!(out, "{name}={value}");
         // A value never breaks the framing: line ends become spaces.
-        text.extend(
-            value
-                .chars()
-                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-        );
-        text.push('\n');
+        for b in &mut out[start..] {
+            if matches!(*b, b'\n' | b'\r') {
+                *b = b' ';
+            }
+        }
+        out.push(b'\n');
     };
     attr("request", &"smtpd_access_policy");
     attr("protocol_state", &stage.protocol_state());
@@ -86,8 +85,7 @@ pub fn write_request(out: &mut Vec<u8>, stage: Stage, facts: &Facts<'_>) {
     attr("sasl_method", &"");
     attr("sasl_username", &facts.sasl_username);
     attr("sasl_sender", &"");
-    text.push('\n');
-    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
 }
 
 /// The end of a complete answer in `buf`: the offset after its empty line.

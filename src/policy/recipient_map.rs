@@ -115,12 +115,7 @@ impl RecipientMap {
     fn insert(&mut self, entry: &str) -> Option<()> {
         let start = self.text.len();
         let offset = u32::try_from(start).ok()?;
-        if entry.is_ascii() {
-            self.text.push_str(entry);
-            self.text[start..].make_ascii_lowercase();
-        } else {
-            self.text.push_str(&entry.to_lowercase());
-        }
+        push_lowered(&mut self.text, entry);
         let (text, hasher) = (&self.text, &self.hasher);
         let lowered = &text[start..];
         let hash = hasher.hash_one(lowered);
@@ -152,25 +147,24 @@ impl RecipientMap {
     /// `user`, as Postfix's recipient_delimiter), or its whole domain.
     /// Case does not matter.
     pub fn accepts(&self, local: &str, domain: &str) -> bool {
-        let local = local.to_lowercase();
-        let domain = domain.to_lowercase();
+        // One buffer for the three candidates: the address, the address
+        // with its extension cut out in place, and the `@domain` tail.
         let mut query = String::with_capacity(local.len() + domain.len() + 1);
-        let mut ask = |local: &str| {
-            query.clear();
-            query.push_str(local);
-            query.push('@');
-            query.push_str(&domain);
-            self.find(&query)
-        };
-        if ask(&local) {
+        push_lowered(&mut query, local);
+        let mut at = query.len();
+        query.push('@');
+        push_lowered(&mut query, domain);
+        if self.find(&query) {
             return true;
         }
-        if let Some(base) = self.without_extension(&local) {
-            if ask(base) {
+        if let Some(base) = self.without_extension(&query[..at]).map(str::len) {
+            query.replace_range(base..at, "");
+            if self.find(&query) {
                 return true;
             }
+            at = base;
         }
-        ask("")
+        self.find(&query[at..])
     }
 
     /// The local part before its first delimiter; `None` without one (or
@@ -207,6 +201,18 @@ impl RecipientMap {
     /// Octets the map holds: its text and its table.
     pub fn memory(&self) -> usize {
         self.text.capacity() + self.table.allocation_size()
+    }
+}
+
+/// Appends `text` lower-cased (in place when it is ASCII, the common
+/// case: no allocation).
+fn push_lowered(out: &mut String, text: &str) {
+    if text.is_ascii() {
+        let start = out.len();
+        out.push_str(text);
+        out[start..].make_ascii_lowercase();
+    } else {
+        out.push_str(&text.to_lowercase());
     }
 }
 

@@ -23,16 +23,16 @@ use glommio::net::TcpStream;
 
 use super::admission::{self, Admitted, ClientQuota};
 use super::arena::READ_CHUNK;
+use super::end_of_message::{self, Outcome};
 use super::message::{BodySource, Message, Transfer};
 use super::policy_stage;
-use super::rspamd_stage;
 use super::screening;
 use super::settings::Settings;
 use super::shard::Shard;
 use super::transport::{Read, Transport};
 use crate::dnsbl;
 use crate::metrics::Refusal;
-use crate::policy::delegation::{Decision, Stage};
+use crate::policy::delegation::Stage;
 use crate::proxy;
 use crate::scan::{Line, LineReader};
 use crate::smtp::command::MAX_LINE;
@@ -554,86 +554,40 @@ impl Connection {
         Ok(())
     }
 
-    /// The end-of-message stages of a message the session said to store
-    /// (the policy service at END-OF-MESSAGE, a DISCARD), then the commit.
+    /// The end-of-message stages (when any is configured), then the
+    /// commit.
     async fn finish(&mut self, mut m: Message) {
+        if !end_of_message::needed(&self.settings, &self.session) {
+            return self.commit(m, None).await;
+        }
         let id = m.id().to_string();
-        let mut discard = self.session.envelope().discard.clone();
-        if self
-            .settings
-            .config
-            .policy_service
-            .as_ref()
-            .is_some_and(|p| p.at_data)
-        {
-            let finished = policy_stage::Finished {
-                queue_id: &id,
-                size: m.intake.size(),
-            };
-            let decision = policy_stage::ask(
-                &self.shard,
-                &self.settings,
-                &self.session,
-                self.peer,
-                Stage::EndOfMessage,
-                Some(finished),
-            )
-            .await;
-            match decision {
-                Decision::Refuse(refusal) => {
-                    self.session.message_refused(&refusal, &mut self.out);
-                    return;
-                }
-                Decision::Prepend(header) => {
-                    let line = [header.as_bytes(), b"\r\n"].concat();
-                    if !m.intake.insert_after_head(&line) {
-                        self.shard.policy_note(format_args!(
-                            "PREPEND {header:?} not added to {id}: the message was \
-                             streamed to the spool before the end-of-message answer"
-                        ));
-                    }
-                }
-                Decision::Discard(why) => discard = Some(why),
-                _ => {}
+        let outcome = end_of_message::run(
+            &self.shard,
+            &self.settings,
+            &self.session,
+            self.peer,
+            &mut m,
+            &id,
+        )
+        .await;
+        match outcome {
+            Outcome::Store(spam) => self.commit(m, spam).await,
+            Outcome::Refuse { code, status, text } => {
+                self.session
+                    .message_refused(code, &status, format_args!("{text}"), &mut self.out);
             }
-        }
-        let mut spam = None;
-        if discard.is_none() && self.settings.rspamd.is_some() {
-            let outcome = rspamd_stage::scan(
-                &self.shard,
-                &self.settings,
-                &self.session,
-                self.peer,
-                &mut m,
-                &id,
-            )
-            .await;
-            match outcome {
-                rspamd_stage::Outcome::Refuse { code, status, text } => {
-                    self.session.message_refused_with(
-                        code,
-                        status,
-                        format_args!("{text}"),
-                        &mut self.out,
+            Outcome::Discard(why) => {
+                // Answered as stored; nothing is written but chunk records
+                // no commit refers to (readers skip them, recovery cuts them).
+                if self.shard.logs(0) {
+                    eprintln!(
+                        "sluice: discarded {id} from {} (policy DISCARD {why})",
+                        self.peer
                     );
-                    return;
                 }
-                rspamd_stage::Outcome::Store(verdict) => spam = verdict,
+                self.session.stored(Ok(&id), &mut self.out);
             }
         }
-        if let Some(why) = discard {
-            // Answered as stored; nothing is written but chunk records no
-            // commit refers to (readers skip them, recovery cuts them).
-            if self.shard.logs(0) {
-                eprintln!(
-                    "sluice: discarded {id} from {} (policy DISCARD {why})",
-                    self.peer
-                );
-            }
-            self.session.stored(Ok(&id), &mut self.out);
-            return;
-        }
-        self.commit(m, spam).await;
     }
 
     /// Commits a message the session said to store, and answers.

@@ -49,6 +49,7 @@ pub mod arena;
 pub mod backlog;
 pub mod connection;
 pub mod core;
+pub mod end_of_message;
 pub mod intake;
 pub mod log_budget;
 pub mod message;

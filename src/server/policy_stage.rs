@@ -35,11 +35,7 @@ pub async fn ask(
         return Decision::Accept;
     };
     let env = session.envelope();
-    let sender = env
-        .mail_from
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_default();
+    let sender = env.reverse_path();
     let recipient = match stage {
         Stage::Rcpt => session.pending_recipient().map(|r| r.to_string()),
         // One recipient is named; with several, none (as Postfix does).

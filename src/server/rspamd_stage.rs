@@ -2,14 +2,15 @@
 //! the verdict applied (refuse, defer, add headers, rewrite the subject,
 //! store), logged with the queue id.
 //!
-//! Why it exists: the connection should await one call and get one
-//! outcome; what rspamd is sent, which messages are not scanned, and what
-//! `--rspamd-fail` means are decided here.
+//! Why it exists: what rspamd is sent, which messages are not scanned,
+//! what `--rspamd-fail` means and how a verdict changes the message are
+//! decided here; `end_of_message` runs it after the policy service.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use super::end_of_message::Outcome;
 use super::message::Message;
 use super::settings::Settings;
 use super::shard::Shard;
@@ -17,19 +18,6 @@ use crate::policy::edit::{header_lines, set_subject};
 use crate::policy::rspamd::{Action, Envelope};
 use crate::smtp::Session;
 use crate::spool::SpamVerdict;
-
-/// What the connection does with the message.
-pub enum Outcome {
-    /// Commit it (changed as rspamd asked, or unscanned), with the
-    /// verdict for the commit record.
-    Store(Option<SpamVerdict>),
-    /// Refuse it with this reply; nothing is stored.
-    Refuse {
-        code: u16,
-        status: &'static str,
-        text: String,
-    },
-}
 
 /// Scans `m` (queue id `id`) if rspamd is configured; applies the verdict.
 pub async fn scan(
@@ -61,11 +49,7 @@ pub async fn scan(
         );
     };
     let env = session.envelope();
-    let from = env
-        .mail_from
-        .as_ref()
-        .map(|f| f.to_string())
-        .unwrap_or_default();
+    let from = env.reverse_path();
     let request = Envelope {
         ip: peer.ip().to_string(),
         helo: session.helo().unwrap_or(""),
@@ -102,12 +86,12 @@ pub async fn scan(
     match verdict.action {
         Action::Reject => Outcome::Refuse {
             code: 554,
-            status: "5.7.1",
+            status: "5.7.1".into(),
             text: text("Spam message rejected"),
         },
         Action::SoftReject | Action::Greylist => Outcome::Refuse {
             code: 451,
-            status: "4.7.1",
+            status: "4.7.1".into(),
             text: text("Try again later"),
         },
         Action::AddHeader => {
@@ -154,7 +138,7 @@ fn failed(shard: &Shard, closed: bool, id: &str, why: &str) -> Outcome {
     if closed {
         Outcome::Refuse {
             code: 451,
-            status: "4.7.1",
+            status: "4.7.1".into(),
             text: "Try again later: the message could not be scanned".into(),
         }
     } else {

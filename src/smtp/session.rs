@@ -13,7 +13,7 @@ use std::rc::Rc;
 use super::command::{self, Body, Command, MailParams};
 use super::path::Mailbox;
 use super::reply::{self, write_line};
-use crate::policy::delegation::{Decision, PolicyReply};
+use crate::policy::delegation::Decision;
 use crate::scan::BodyFlags;
 
 /// What to do with bare CR / bare LF in a DATA body.
@@ -148,6 +148,16 @@ pub struct Envelope {
     /// A policy service said DISCARD (its text): the message is answered
     /// 250 and not stored.
     pub discard: Option<String>,
+}
+
+impl Envelope {
+    /// The reverse-path without brackets; empty for `<>`.
+    pub fn reverse_path(&self) -> String {
+        self.mail_from
+            .as_ref()
+            .map(Mailbox::to_string)
+            .unwrap_or_default()
+    }
 }
 
 /// What to do with a finished body.
@@ -638,21 +648,10 @@ impl Session {
         Action::ReadCommands
     }
 
-    /// The policy service refused the finished message (at
-    /// END-OF-MESSAGE, before it was stored): the reply, and the
+    /// An end-of-message stage (the policy service, rspamd) refused the
+    /// finished message before it was stored: this reply, and the
     /// transaction ends.
-    pub fn message_refused(&mut self, refusal: &PolicyReply, out: &mut Vec<u8>) {
-        self.message_refused_with(
-            refusal.code,
-            &refusal.status,
-            format_args!("<END-OF-MESSAGE>: End-of-data rejected: {}", refusal.text),
-            out,
-        );
-    }
-
-    /// A filter refused the finished message before it was stored: this
-    /// reply, and the transaction ends.
-    pub fn message_refused_with(
+    pub fn message_refused(
         &mut self,
         code: u16,
         status: &str,

@@ -480,12 +480,7 @@ impl MessageWriter {
             chunks: self.chunks,
             peer: origin.peer.to_string(),
             helo: origin.helo.to_string(),
-            mail_from: origin
-                .envelope
-                .mail_from
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_default(),
+            mail_from: origin.envelope.reverse_path(),
             rcpt_to: origin
                 .envelope
                 .rcpt_to
