@@ -47,6 +47,7 @@ fn run_round(durability: Durability, size: usize, iters: u64) -> (Duration, (u64
                     core: 0,
                     segment_size: 256 << 20,
                     durability,
+                    batch_limit: 16 << 20,
                 },
                 None,
                 Default::default(),

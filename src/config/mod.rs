@@ -388,6 +388,11 @@ impl Config {
             .map_or(0, |_| policy::DEFAULT_RSPAMD_MAX_SIZE as usize);
         self.message_memory.max(scanned).max(asked_at_end)
     }
+
+    /// One core's share of `--memory-budget`.
+    pub fn memory_share(&self) -> usize {
+        self.memory_budget / self.cpus.len().max(1)
+    }
 }
 
 impl ServeArgs {

@@ -75,6 +75,7 @@ pub async fn run(start: CoreStart) {
             core: core as u8,
             segment_size: config.segment_size,
             durability: config.durability,
+            batch_limit: WriterConfig::batch_limit_for(config.memory_share()),
         },
         recovery.last_id,
         metrics.clone(),

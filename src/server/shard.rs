@@ -75,8 +75,7 @@ impl Shard {
     /// memory.
     pub fn new(parts: ShardParts) -> Rc<Shard> {
         let config = &parts.settings.config;
-        let share = config.memory_budget / config.cpus.len().max(1);
-        let pool = ArenaPool::new(config.message_hold(), ARENAS_KEPT, share);
+        let pool = ArenaPool::new(config.message_hold(), ARENAS_KEPT, config.memory_share());
         Rc::new(Shard {
             core: parts.core,
             pool,

@@ -9,6 +9,13 @@
 //! every waiter. While it waits for the disk, the executor keeps serving
 //! other connections, which fill the next batch.
 //!
+//! The batch buffer holds copies of octets the connections still hold in
+//! their arenas until the write completes, so it is bounded
+//! ([`WriterConfig::batch_limit`]): an appender that would take it past
+//! the limit waits until the writer has taken the batch in hand. Without
+//! that, thousands of messages finishing at once double the memory the
+//! budget allows (issue 18's memory test caught it).
+//!
 //! Nothing is acknowledged that was not written and synced: a failed write
 //! is cut off again (truncate to the last good offset) and every waiter of
 //! the batch gets the error.
@@ -89,6 +96,18 @@ pub struct WriterConfig {
     pub segment_size: u64,
     /// Sync or not.
     pub durability: Durability,
+    /// A batch stops taking records once it holds this many octets (a
+    /// record larger than this still goes, alone).
+    pub batch_limit: usize,
+}
+
+impl WriterConfig {
+    /// The batch limit for a core whose share of `--memory-budget` is
+    /// `share`: an eighth of it, between 1 MiB and 16 MiB. The writer holds
+    /// at most two batches (one being written, one filling).
+    pub fn batch_limit_for(share: usize) -> usize {
+        (share / 8).clamp(1 << 20, 16 << 20)
+    }
 }
 
 /// Counters for the group-commit report.
@@ -139,6 +158,8 @@ pub struct SpoolWriter {
     metrics: Arc<CoreMetrics>,
     batch: RefCell<Batch>,
     wake_writer: RefCell<Option<Waker>>,
+    /// Appenders waiting for room in the batch.
+    wake_appenders: RefCell<Vec<Waker>>,
     ids: RefCell<IdGenerator>,
     closing: Cell<bool>,
     stats: Cell<WriterStats>,
@@ -157,6 +178,7 @@ impl SpoolWriter {
             config,
             batch: RefCell::default(),
             wake_writer: RefCell::default(),
+            wake_appenders: RefCell::default(),
             closing: Cell::new(false),
             stats: Cell::default(),
         })
@@ -176,6 +198,7 @@ impl SpoolWriter {
     pub fn close(&self) {
         self.closing.set(true);
         self.wake();
+        self.wake_appenders();
     }
 
     fn wake(&self) {
@@ -184,13 +207,15 @@ impl SpoolWriter {
         }
     }
 
-    /// Queues one record; the future resolves once it is written (and,
-    /// with `durable`, synced per the configured durability).
-    fn append(&self, kind: Kind, parts: &[&[u8]], durable: bool) -> Appended {
+    /// Queues one record once the batch has room for it, and waits until
+    /// it is written (and, with `durable`, synced per the configured
+    /// durability).
+    async fn append(&self, kind: Kind, parts: &[&[u8]], durable: bool) -> Result<(), StoreError> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        self.room(len).await;
         let waiter = Rc::new(Waiter::default());
         if self.closing.get() {
-            waiter.complete(Err(StoreError::Stopped));
-            return Appended(waiter);
+            return Err(StoreError::Stopped);
         }
         {
             let mut b = self.batch.borrow_mut();
@@ -200,7 +225,29 @@ impl SpoolWriter {
             b.commits += u64::from(kind == Kind::Commit);
         }
         self.wake();
-        Appended(waiter)
+        Appended(waiter).await
+    }
+
+    /// Waits until the batch can take `len` more octets: it is empty, or
+    /// stays within the limit with them, or the writer is stopping.
+    fn room(&self, len: usize) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let held = self.batch.borrow().buf.len();
+            if held == 0 || held + len <= self.config.batch_limit || self.closing.get() {
+                Poll::Ready(())
+            } else {
+                self.wake_appenders.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The batch was taken in hand (or the writer stops): every appender
+    /// waiting for room tries again.
+    fn wake_appenders(&self) {
+        for w in self.wake_appenders.borrow_mut().drain(..) {
+            w.wake();
+        }
     }
 
     /// Starts a message: streams chunks, then commits.
@@ -222,6 +269,7 @@ impl SpoolWriter {
         let result = self.clone().write_loop(first_segment).await;
         if result.is_err() {
             self.closing.set(true);
+            self.wake_appenders();
             let batch = std::mem::take(&mut *self.batch.borrow_mut());
             for w in batch.waiters {
                 w.complete(Err(StoreError::Stopped));
@@ -235,6 +283,7 @@ impl SpoolWriter {
         loop {
             self.work_ready().await;
             let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
+            self.wake_appenders();
             if batch.waiters.is_empty() {
                 if self.closing.get() {
                     break;
@@ -517,6 +566,16 @@ mod tests {
         segment_size: u64,
         writes: impl FnOnce(Rc<SpoolWriter>) -> Pin<Box<dyn Future<Output = T>>> + Send + 'static,
     ) -> T {
+        with_limited_writer(dir, segment_size, 16 << 20, writes)
+    }
+
+    /// [`with_writer`] with batches of at most `batch_limit` octets.
+    fn with_limited_writer<T: Send + 'static>(
+        dir: &Path,
+        segment_size: u64,
+        batch_limit: usize,
+        writes: impl FnOnce(Rc<SpoolWriter>) -> Pin<Box<dyn Future<Output = T>>> + Send + 'static,
+    ) -> T {
         let dir = dir.canonicalize().unwrap();
         LocalExecutorBuilder::new(Placement::Unbound)
             .io_memory(512 << 10)
@@ -526,6 +585,7 @@ mod tests {
                     core: 3,
                     segment_size,
                     durability: Durability::Fsync,
+                    batch_limit,
                 };
                 let w = SpoolWriter::new(config, None, Arc::default());
                 let task = glommio::spawn_local(w.clone().run(1));
@@ -642,6 +702,47 @@ mod tests {
         let got: Vec<QueueId> = found.iter().map(|(m, _)| m.envelope.id).collect();
         assert_eq!(got, ids);
         assert!(found.iter().all(|(_, data)| *data == expected));
+    }
+
+    #[test]
+    fn a_full_batch_makes_appenders_wait_for_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stats, ids) = with_limited_writer(dir.path(), 256 << 20, 64 << 10, |w| {
+            Box::pin(async move {
+                let tasks: Vec<_> = (0..8u8)
+                    .map(|n| {
+                        let w = w.clone();
+                        glommio::spawn_local(async move {
+                            let part = vec![b'a' + n; 40 << 10];
+                            store(&w, &[&part], b"end").await.unwrap()
+                        })
+                    })
+                    .collect();
+                let mut ids = Vec::new();
+                for t in tasks {
+                    ids.push(t.await);
+                }
+                (w.stats(), ids)
+            })
+        });
+        // Two 40 KiB chunks never share a 64 KiB batch: eight chunks take
+        // at least eight batches (all eight would fit in one otherwise).
+        assert!(stats.batches >= 8, "{stats:?}");
+        let found = messages(dir.path());
+        assert_eq!(found.len(), 8);
+        for (m, data) in &found {
+            let n = ids.iter().position(|id| *id == m.envelope.id).unwrap() as u8;
+            let mut want = vec![b'a' + n; 40 << 10];
+            want.extend_from_slice(b"end");
+            assert!(*data == want, "message {n} read back whole");
+        }
+    }
+
+    #[test]
+    fn the_batch_limit_is_an_eighth_of_the_share_within_bounds() {
+        assert_eq!(WriterConfig::batch_limit_for(64 << 20), 8 << 20);
+        assert_eq!(WriterConfig::batch_limit_for(1 << 20), 1 << 20);
+        assert_eq!(WriterConfig::batch_limit_for(4 << 30), 16 << 20);
     }
 
     /// Set in the child process the failed-write test runs itself in: a
