@@ -70,6 +70,7 @@ fn run_round(durability: Durability, size: usize, iters: u64) -> (Duration, (u64
                                 helo: "client.test",
                                 envelope: &envelope,
                                 spam: None,
+                                auth: None,
                             };
                             msg.commit(&origin, &body).await.expect("commit");
                         }

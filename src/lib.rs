@@ -11,6 +11,8 @@
 //! - [`server`]: one pinned glommio executor per core; each connection a
 //!   pipeline of stages (admission, screening, the I/O pump, the sans-I/O
 //!   body intake, commit); shutdown and reload.
+//! - [`auth`]: SMTP AUTH on the submission listeners: SASL PLAIN and
+//!   LOGIN, the `--auth-users` file, Dovecot's auth protocol.
 //! - [`client`]: per-client state every core shares: connection counts,
 //!   smooth rates, cached DNS list verdicts, in a bounded lock-free table.
 //! - [`dnsbl`]: DNS block and allow lists (postscreen syntax, hickory-proto
@@ -25,6 +27,7 @@
 //! - [`tools`]: `sluice spool verify|ls|cat|export`.
 //! - [`tune`]: `sluice tune check`, host settings for an ingest node.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod dnsbl;

@@ -25,6 +25,7 @@ pub use value::{parse_duration, parse_size, Secs, Size};
 pub mod admission;
 pub mod layer;
 pub mod policy;
+pub mod submission;
 pub mod value;
 
 /// Default listen address.
@@ -175,6 +176,28 @@ serve_settings! {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
     require_tls: Option<bool>,
 
+    /// A message submission listener (RFC 6409, port 587; repeatable):
+    /// STARTTLS, then AUTH, before MAIL. Needs --tls-cert/--tls-key and
+    /// --auth-users or --auth-dovecot.
+    #[arg(long, value_name = "ADDR")]
+    submission: Vec<String>,
+
+    /// A submission listener with TLS from the first byte (RFC 8314,
+    /// port 465; repeatable). Same needs as --submission.
+    #[arg(long, value_name = "ADDR")]
+    submissions: Vec<String>,
+
+    /// Users who may authenticate on the submission listeners: `user:HASH`
+    /// lines, HASH `$6$` (SHA-512 crypt, `openssl passwd -6`), `$2b$`
+    /// (bcrypt) or `$argon2id$`; `#` comments. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    auth_users: Option<PathBuf>,
+
+    /// Check credentials with Dovecot's auth server instead (Postfix's
+    /// smtpd_sasl_type = dovecot): `unix:PATH` or `inet:HOST:PORT`.
+    #[arg(long, value_name = "unix:PATH|inet:HOST:PORT")]
+    auth_dovecot: Option<String>,
+
     /// When the spool not yet handed on by `sluice drain` grows past this
     /// (all cores together; K, M, G suffixes), new mail gets 452 4.3.1
     /// until the drain catches up. Default: no limit.
@@ -314,6 +337,17 @@ serve_settings! {
     rspamd_max_size: Option<Size>,
 }
 
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// `--listen`: SMTP from anyone (port 25).
+    Smtp,
+    /// `--submission`: STARTTLS, then AUTH (port 587).
+    Submission,
+    /// `--submissions`: TLS from the first byte, then AUTH (port 465).
+    Submissions,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -361,6 +395,12 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// MAIL needs STARTTLS first.
     pub require_tls: bool,
+    /// Submission listeners (STARTTLS, then AUTH).
+    pub submission: Vec<SocketAddr>,
+    /// Submission listeners with implicit TLS.
+    pub submissions: Vec<SocketAddr>,
+    /// Where AUTH credentials are checked (with submission listeners).
+    pub auth: Option<crate::auth::AuthBackend>,
     /// Undrained spool limit, octets.
     pub spool_max_bytes: Option<u64>,
     /// Client limits, error limits and screening.
@@ -387,6 +427,19 @@ impl Config {
             .filter(|p| p.at_data)
             .map_or(0, |_| policy::DEFAULT_RSPAMD_MAX_SIZE as usize);
         self.message_memory.max(scanned).max(asked_at_end)
+    }
+
+    /// Every listener: `--listen`, `--submission`, `--submissions`.
+    pub fn listeners(&self) -> Vec<(SocketAddr, ListenerKind)> {
+        let kinds = [
+            (&self.listen, ListenerKind::Smtp),
+            (&self.submission, ListenerKind::Submission),
+            (&self.submissions, ListenerKind::Submissions),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(addrs, kind)| addrs.iter().map(move |&a| (a, kind)))
+            .collect()
     }
 
     /// One core's share of `--memory-budget`.
@@ -461,6 +514,8 @@ fn validate(g: Given) -> Result<Config> {
     let recipient_map = recipient_map(&g)?;
     let policy_service = policy::validate(&g)?;
     let rspamd = policy::rspamd(&g)?;
+    let tls_given = g.tls_cert.is_some() && g.tls_key.is_some();
+    let submission = submission::validate(&g, tls_given)?;
     let listen_given = value_or(g.listen, "listen", vec![DEFAULT_LISTEN.to_string()]);
     let listen = each(Some(listen_given), |l| {
         l.parse::<SocketAddr>()
@@ -616,6 +671,9 @@ fn validate(g: Given) -> Result<Config> {
         proxy_from,
         tls,
         require_tls: require_tls.value,
+        submission: submission.plain,
+        submissions: submission.implicit,
+        auth: submission.auth,
         spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
         admission,
         recipient_map,

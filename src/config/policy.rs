@@ -137,7 +137,7 @@ fn stages(given: Option<&Sourced<String>>) -> Result<(bool, bool)> {
 
 /// `inet:HOST:PORT` (a name is resolved now, at start-up) or
 /// `unix:PATH`, as Postfix writes them.
-fn parse_target(text: &str) -> Result<PolicyTarget, String> {
+pub(super) fn parse_target(text: &str) -> Result<PolicyTarget, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("unix: needs a socket path".into());

@@ -346,6 +346,7 @@ mod tests {
                     mail_from: String::new(),
                     rcpt_to: Vec::new(),
                     spam: None,
+                    auth: None,
                 },
                 segment,
                 offset: 0,

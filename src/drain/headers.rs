@@ -34,6 +34,9 @@ pub fn envelope_headers(env: &StoredEnvelope) -> Vec<(&'static str, String)> {
         h.push(("Sluice-Spam-Action", clean(&spam.action)));
         h.push(("Sluice-Spam-Score", clean(&spam.score)));
     }
+    if let Some(user) = &env.auth {
+        h.push(("Sluice-Auth", clean(user)));
+    }
     h
 }
 
@@ -63,6 +66,7 @@ mod tests {
             mail_from: String::new(),
             rcpt_to: vec!["a@x.example".into(), "b@y.example".into()],
             spam: None,
+            auth: None,
         };
         let h = envelope_headers(&env);
         let get = |n: &str| -> Vec<&str> {
@@ -92,6 +96,15 @@ mod tests {
             ..env.clone()
         };
         let h = envelope_headers(&scanned);
+        assert!(
+            h.iter().all(|(k, _)| *k != "Sluice-Auth"),
+            "no AUTH: no header"
+        );
+        let submitted = StoredEnvelope {
+            auth: Some("alice".into()),
+            ..env.clone()
+        };
+        assert!(envelope_headers(&submitted).contains(&("Sluice-Auth", "alice".into())));
         assert!(h.contains(&("Sluice-Spam-Action", "add header".into())));
         assert!(h.contains(&("Sluice-Spam-Score", "7.50".into())));
         assert_eq!(clean("a\r\nb"), "a??b");

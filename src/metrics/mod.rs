@@ -121,11 +121,15 @@ pub enum Refusal {
     EarlyTalker,
     /// A DNS list score at `--dnsbl-threshold` (554).
     Dnsbl,
+    /// AUTH with wrong credentials (535).
+    AuthFailed,
+    /// AUTH that could not be checked (454).
+    AuthUnavailable,
 }
 
 impl Refusal {
     /// Every reason, in the order of [`CoreMetrics::refusals`].
-    pub const ALL: [Refusal; 10] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::CoreFull,
         Refusal::NotABalancer,
         Refusal::BadProxyHeader,
@@ -136,6 +140,8 @@ impl Refusal {
         Refusal::HardErrorLimit,
         Refusal::EarlyTalker,
         Refusal::Dnsbl,
+        Refusal::AuthFailed,
+        Refusal::AuthUnavailable,
     ];
 
     /// The `reason` label.
@@ -151,6 +157,8 @@ impl Refusal {
             Refusal::HardErrorLimit => "hard_error_limit",
             Refusal::EarlyTalker => "early_talker",
             Refusal::Dnsbl => "dnsbl",
+            Refusal::AuthFailed => "auth_failed",
+            Refusal::AuthUnavailable => "auth_unavailable",
         }
     }
 }
@@ -167,7 +175,7 @@ pub struct CoreMetrics {
     /// Connections open now (a gauge).
     pub open: Counter,
     /// Refusals by reason (index into [`Refusal::ALL`]).
-    pub refusals: [Counter; 10],
+    pub refusals: [Counter; Refusal::ALL.len()],
     /// Untrusted clients admitted without a slot in the client table
     /// (every slot of their window had connections).
     pub clients_untracked: Counter,

@@ -61,20 +61,29 @@ pub enum PolicyFailure {
     Answer(#[from] AnswerError),
 }
 
-enum Conn {
+/// A stream to a service that listens on TCP or a Unix socket.
+pub enum Conn {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Conn {
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// Connects to `target`.
+    pub async fn connect(target: &PolicyTarget) -> io::Result<Conn> {
+        Ok(match target {
+            PolicyTarget::Inet(addr) => Conn::Tcp(TcpStream::connect(*addr).await?),
+            PolicyTarget::Unix(path) => Conn::Unix(UnixStream::connect(path).await?),
+        })
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.write_all(buf).await,
             Conn::Unix(s) => s.write_all(buf).await,
         }
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.read(buf).await,
             Conn::Unix(s) => s.read(buf).await,
@@ -128,7 +137,9 @@ impl PolicyClient {
                 done => return done,
             }
         }
-        let conn = self.connect().await.map_err(PolicyFailure::Connect)?;
+        let conn = Conn::connect(&self.target)
+            .await
+            .map_err(PolicyFailure::Connect)?;
         self.once(conn, request).await
     }
 
@@ -161,12 +172,5 @@ impl PolicyClient {
             }
         }
         Ok(decision?)
-    }
-
-    async fn connect(&self) -> io::Result<Conn> {
-        Ok(match &self.target {
-            PolicyTarget::Inet(addr) => Conn::Tcp(TcpStream::connect(*addr).await?),
-            PolicyTarget::Unix(path) => Conn::Unix(UnixStream::connect(path).await?),
-        })
     }
 }

@@ -18,6 +18,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::connection;
 use super::shard::Shard;
+use crate::config::ListenerKind;
 use crate::metrics::Refusal;
 use crate::smtp::reply;
 
@@ -37,7 +38,7 @@ fn admit(shard: &Shard, peer: SocketAddr) -> Result<(), Refusal> {
 }
 
 /// Accepts connections until shutdown.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shard.shutdown().wait().await;
@@ -60,7 +61,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         match admit(&shard, peer) {
             Ok(()) => {
                 shard.opened();
-                glommio::spawn_local(serve_caught(shard.clone(), stream, peer)).detach();
+                glommio::spawn_local(serve_caught(shard.clone(), stream, peer, kind)).detach();
             }
             Err(why) => {
                 shard.metrics().rejected.add(1);
@@ -77,8 +78,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 
 /// Serves an admitted connection; a bug must cost one connection, not
 /// the core.
-async fn serve_caught(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    let served = AssertUnwindSafe(connection::serve(shard.clone(), stream, peer))
+async fn serve_caught(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+    let served = AssertUnwindSafe(connection::serve(shard.clone(), stream, peer, kind))
         .catch_unwind()
         .await;
     if served.is_err() {

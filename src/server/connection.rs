@@ -30,6 +30,9 @@ use super::screening;
 use super::settings::Settings;
 use super::shard::Shard;
 use super::transport::{Read, Transport};
+use crate::auth::dovecot::RequestContext;
+use crate::auth::Checked;
+use crate::config::ListenerKind;
 use crate::dnsbl;
 use crate::metrics::Refusal;
 use crate::policy::delegation::Stage;
@@ -89,6 +92,8 @@ enum Phase {
 
 struct Connection {
     shard: Rc<Shard>,
+    /// The listener it came in on.
+    kind: ListenerKind,
     /// Taken when the session starts; a reload does not change them.
     settings: Rc<Settings>,
     stream: Transport,
@@ -109,7 +114,7 @@ struct Connection {
 }
 
 /// Serves one connection to its end and logs one line about it.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, kind: ListenerKind) {
     let _ = stream.set_nodelay(true);
     let settings = shard.settings();
     // A client that stops reading its replies is given the idle timeout,
@@ -117,8 +122,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     // gone (no 421 could reach it). The timer only starts when a write
     // would block.
     let _ = stream.set_write_timeout(Some(settings.config.idle_timeout));
+    let mut session = Session::new(settings.session.clone());
+    if kind != ListenerKind::Smtp {
+        session.set_submission();
+    }
     let mut c = Connection {
-        session: Session::new(settings.session.clone()),
+        session,
+        kind,
         lines: LineReader::new(MAX_LINE),
         settings,
         input: Vec::new(),
@@ -142,8 +152,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     }
     if c.shard.logs(0) {
         let via = c.via.map(|v| format!(" via={v}")).unwrap_or_default();
+        let auth = c
+            .session
+            .auth()
+            .map(|u| format!(" auth={u}"))
+            .unwrap_or_default();
         eprintln!(
-            "sluice: session peer={}{via} core={} messages={} bytes={} end={end}",
+            "sluice: session peer={}{via}{auth} core={} messages={} bytes={} end={end}",
             c.peer,
             c.shard.core(),
             c.messages,
@@ -159,6 +174,16 @@ impl Connection {
         }
         if self.settings.config.proxy_protocol {
             if let Err(end) = self.read_proxy_header().await {
+                return end;
+            }
+        }
+        if self.kind == ListenerKind::Submissions {
+            // Implicit TLS (RFC 8314): what followed a PROXY header is
+            // the start of the handshake.
+            let early = self.input.split_off(self.start);
+            self.input.clear();
+            self.start = 0;
+            if let Err(end) = self.handshake(early).await {
                 return end;
             }
         }
@@ -364,6 +389,10 @@ impl Connection {
                     last,
                     discard,
                 } => self.receive_chunk(size, last, discard).await?,
+                Action::Authenticate => {
+                    let checked = self.authenticate().await;
+                    self.session.authenticated(checked, &mut self.out);
+                }
                 Action::CheckRecipient => {
                     let decision = policy_stage::ask(
                         &self.shard,
@@ -425,12 +454,18 @@ impl Connection {
         self.input.clear();
         self.start = 0;
         self.lines = LineReader::new(MAX_LINE);
+        self.handshake(Vec::new()).await
+    }
+
+    /// The TLS handshake, starting with the ciphertext `early` already
+    /// read; the session then knows TLS is up.
+    async fn handshake(&mut self, early: Vec<u8>) -> Result<(), End> {
         let Some(tls) = self.settings.config.tls.clone() else {
             return Err(End::TlsFailed(io::Error::other("no TLS material")));
         };
         self.stream
             .set_read_timeout(self.settings.config.idle_timeout);
-        match self.stream.start_tls(tls).await {
+        match self.stream.start_tls(tls, early).await {
             Ok(()) => {
                 self.shard.metrics().tls_handshakes.add(1);
                 let description = self.stream.tls_description().unwrap_or_default();
@@ -442,6 +477,37 @@ impl Connection {
                 Err(End::TlsFailed(e))
             }
         }
+    }
+
+    /// Checks the credentials the session collected (off the executor
+    /// thread, or over async I/O to Dovecot). A failure to check is
+    /// logged, within the core's log budget.
+    async fn authenticate(&mut self) -> Checked {
+        let (Some(creds), Some(auth)) = (
+            self.session.take_credentials(),
+            self.settings.authenticator.clone(),
+        ) else {
+            return Checked::Unavailable("no way of checking credentials".into());
+        };
+        let user = creds.user.clone();
+        let cx = RequestContext {
+            client: self.peer.ip(),
+            local: None,
+            tls: self.session.tls().is_some(),
+        };
+        let checked = auth.check(creds, &cx).await;
+        match &checked {
+            Checked::Valid(_) => {}
+            Checked::Invalid => self.shard.refused(
+                Refusal::AuthFailed,
+                format_args!("{}: AUTH failed for {user:?}", self.peer.ip()),
+            ),
+            Checked::Unavailable(why) => self.shard.refused(
+                Refusal::AuthUnavailable,
+                format_args!("{}: AUTH for {user:?} not checked: {why}", self.peer.ip()),
+            ),
+        }
+        checked
     }
 
     /// Writes pending replies.
@@ -595,6 +661,7 @@ impl Connection {
         let origin = Origin {
             peer: self.peer,
             helo: self.session.helo().unwrap_or(""),
+            auth: self.session.auth(),
             envelope: self.session.envelope(),
             spam: spam.as_ref(),
         };

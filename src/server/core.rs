@@ -20,6 +20,7 @@ use super::accept;
 use super::settings::{Published, Settings};
 use super::shard::{Shard, ShardParts};
 use crate::client::ClientTable;
+use crate::config::ListenerKind;
 use crate::metrics::CoreMetrics;
 use crate::spool::recover::Recovery;
 use crate::spool::walk::core_dir;
@@ -62,7 +63,7 @@ pub async fn run(start: CoreStart) {
     } = start;
     let generation = published.generation();
     let config = published.latest();
-    let listeners = match bind_all(&config.listen) {
+    let listeners = match bind_all(&config.listeners()) {
         Ok(l) => l,
         Err(why) => {
             let _ = ready.send(Err(why));
@@ -109,7 +110,7 @@ pub async fn run(start: CoreStart) {
 
     let accepting: Vec<_> = listeners
         .into_iter()
-        .map(|l| glommio::spawn_local(accept::accept_loop(shard.clone(), l)))
+        .map(|(l, kind)| glommio::spawn_local(accept::accept_loop(shard.clone(), l, kind)))
         .collect();
     for task in accepting {
         task.await;
@@ -132,10 +133,16 @@ pub async fn run(start: CoreStart) {
 }
 
 /// A listener per address, or why one could not be bound.
-fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, String> {
+fn bind_all(
+    addrs: &[(SocketAddr, ListenerKind)],
+) -> Result<Vec<(TcpListener, ListenerKind)>, String> {
     addrs
         .iter()
-        .map(|addr| TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}")))
+        .map(|(addr, kind)| {
+            TcpListener::bind(addr)
+                .map(|l| (l, *kind))
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        })
         .collect()
 }
 

@@ -136,7 +136,12 @@ fn trace_header(id: QueueId, settings: &Settings, session: &Session, peer: Socke
             helo: session.helo().unwrap_or("unknown"),
             peer,
             by: &settings.session.hostname,
-            with: with_keyword(session.is_esmtp(), env.smtputf8, session.tls().is_some()),
+            with: with_keyword(
+                session.is_esmtp(),
+                env.smtputf8,
+                session.tls().is_some(),
+                session.auth().is_some(),
+            ),
             tls: session.tls(),
             id: &id.to_string(),
             rcpt: rcpt.as_deref(),

@@ -66,11 +66,11 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{mpsc, Arc};
 
 use anyhow::{bail, Context, Result};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::client::table::DEFAULT_CAPACITY;
 use crate::client::ClientTable;
-use crate::config::ServeArgs;
+use crate::config::{ListenerKind, ServeArgs};
 use crate::metrics::CoreMetrics;
 use crate::spool::recover::recover_core;
 use crate::spool::walk::core_dir;
@@ -106,6 +106,8 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         )
     })?;
     config.listen = resolve_ephemeral_ports(&config.listen)?;
+    config.submission = resolve_ephemeral_ports(&config.submission)?;
+    config.submissions = resolve_ephemeral_ports(&config.submissions)?;
     let flag = shutdown::install_signal_flag().context("cannot install signal handlers")?;
     // SAFETY: ignoring SIGXFSZ makes writes past a file size limit fail
     // with EFBIG (answered 452) instead of killing the process.
@@ -163,6 +165,9 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("sluice-core-{core}"))
             .io_memory(IO_MEMORY)
+            // Password hashes (AUTH) run on the blocking thread: let it
+            // run on any CPU rather than beside its executor.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || self::core::run(start))
             .map_err(std::io::Error::from)
             .with_context(|| {
@@ -189,6 +194,11 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             config.cpus.len(),
             config.spool.display()
         );
+        for (addr, kind) in config.listeners() {
+            if kind != ListenerKind::Smtp {
+                eprintln!("sluice: {kind:?} (AUTH) on {addr}");
+            }
+        }
         if let Some(map) = &config.recipient_map {
             eprintln!("sluice: {}", map.summary());
         }

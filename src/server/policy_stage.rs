@@ -58,7 +58,7 @@ pub async fn ask(
         client_port: peer.port(),
         size: message.as_ref().map_or(env.size.unwrap_or(0), |m| m.size),
         encryption: tls,
-        sasl_username: "",
+        sasl_username: session.auth().unwrap_or(""),
         instance: &instance,
     };
     let mut request = Vec::with_capacity(640);

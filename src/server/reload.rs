@@ -80,6 +80,8 @@ pub fn keep_fixed(
     }
     fixed!(
         listen => "listen",
+        submission => "submission",
+        submissions => "submissions",
         spool => "spool",
         cpus => "cores",
         durability => "durability",

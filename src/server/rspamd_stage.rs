@@ -56,7 +56,7 @@ pub async fn scan(
         from: &from,
         rcpt: env.rcpt_to.iter().map(|r| r.to_string()).collect(),
         queue_id: id,
-        user: None,
+        user: session.auth(),
     };
     let verdict = match client
         .check(&request, Bytes::copy_from_slice(message))

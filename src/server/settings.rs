@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::policy::client::PolicyClient;
 use crate::policy::rspamd::RspamdClient;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub policy: Option<Rc<PolicyClient>>,
     /// This core's rspamd client, when there is one.
     pub rspamd: Option<Rc<RspamdClient>>,
+    /// How this core checks AUTH credentials, with submission listeners.
+    pub authenticator: Option<Rc<Authenticator>>,
 }
 
 impl Settings {
@@ -55,6 +58,7 @@ impl Settings {
                 .rspamd
                 .as_ref()
                 .map(|r| Rc::new(RspamdClient::new(r.addr, r.timeout))),
+            authenticator: config.auth.as_ref().map(|a| Rc::new(Authenticator::new(a))),
             config,
         })
     }

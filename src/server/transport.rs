@@ -131,9 +131,11 @@ impl Transport {
         }
     }
 
-    /// Runs the server side of a TLS handshake over a plain stream. On
-    /// failure the stream is [`Transport::Closed`].
-    pub async fn start_tls(&mut self, config: Arc<ServerConfig>) -> io::Result<()> {
+    /// Runs the server side of a TLS handshake over a plain stream,
+    /// starting with the ciphertext `early` already read from it (implicit
+    /// TLS after a PROXY header; empty after STARTTLS). On failure the
+    /// stream is [`Transport::Closed`].
+    pub async fn start_tls(&mut self, config: Arc<ServerConfig>, early: Vec<u8>) -> io::Result<()> {
         let tcp = match std::mem::replace(self, Transport::Closed) {
             Transport::Plain(s) => s,
             other => {
@@ -148,7 +150,7 @@ impl Transport {
         let mut t = Box::new(TlsStream {
             tcp,
             conn,
-            incoming: Vec::new(),
+            incoming: early,
             fed: 0,
             outgoing: Vec::new(),
         });

@@ -31,6 +31,8 @@ pub struct MailParams {
     pub body: Option<Body>,
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// `AUTH=` (RFC 4954 §5), xtext-decoded; `<>` stays `<>`.
+    pub auth: Option<String>,
 }
 
 /// A parsed command.
@@ -60,6 +62,11 @@ pub enum Command {
     Vrfy,
     /// `STARTTLS` (RFC 3207).
     StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954).
+    Auth {
+        mechanism: String,
+        initial: Option<String>,
+    },
     /// EXPN, SEND, SOML, SAML, TURN: recognised, never implemented.
     NotImplemented,
 }
@@ -125,6 +132,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         b"QUIT" => no_args(args, Command::Quit),
         b"NOOP" => Ok(Command::Noop),
         b"HELP" => Ok(Command::Help),
+        b"AUTH" => parse_auth(args),
         b"VRFY" if args.trim().is_empty() => Err(syntax("VRFY needs an argument")),
         b"VRFY" => Ok(Command::Vrfy),
         b"EXPN" | b"SEND" | b"SOML" | b"SAML" | b"TURN" => Ok(Command::NotImplemented),
@@ -196,6 +204,9 @@ fn parse_mail(args: &str) -> Result<Command, ParseError> {
             });
         } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
             params.smtputf8 = true;
+        } else if key.eq_ignore_ascii_case("AUTH") {
+            let v = value.ok_or_else(|| syntax("AUTH= needs a mailbox or <>"))?;
+            params.auth = Some(xtext_decode(v).ok_or_else(|| syntax("AUTH= is not valid xtext"))?);
         } else {
             return Err(ParseError::UnknownParameter(key.to_string()));
         }
@@ -236,6 +247,49 @@ fn esmtp_params(rest: &str) -> Result<impl Iterator<Item = (&str, Option<&str>)>
             Some((k, v)) => (k, Some(v)),
             None => (p, None),
         }))
+}
+
+fn parse_auth(args: &str) -> Result<Command, ParseError> {
+    let mut words = args.split(' ').filter(|w| !w.is_empty());
+    let mechanism = words
+        .next()
+        .ok_or_else(|| syntax("AUTH needs a mechanism"))?
+        .to_string();
+    let initial = words.next().map(str::to_string);
+    if words.next().is_some() {
+        return Err(syntax("expected AUTH <mechanism> [initial-response]"));
+    }
+    Ok(Command::Auth { mechanism, initial })
+}
+
+/// Decodes RFC 3461 §4 xtext (`+XX` hex escapes of octets outside `!`..`~`
+/// and of `+` and `=`); `None` if malformed or not UTF-8.
+pub fn xtext_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                if !hex
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+                {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'=' => return None,
+            c if (b'!'..=b'~').contains(&c) => {
+                out.push(c);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn parse_bdat(args: &str) -> Result<Command, ParseError> {
@@ -289,6 +343,41 @@ mod tests {
         assert_eq!(p.size, Some(1000));
         assert_eq!(p.body, Some(Body::EightBitMime));
         assert!(p.smtputf8);
+    }
+
+    #[test]
+    fn auth_commands_and_the_auth_parameter() {
+        assert_eq!(
+            parse(b"auth PLAIN AGEAYg==").unwrap(),
+            Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial: Some("AGEAYg==".into())
+            }
+        );
+        assert_eq!(
+            parse(b"AUTH LOGIN").unwrap(),
+            Command::Auth {
+                mechanism: "LOGIN".into(),
+                initial: None
+            }
+        );
+        assert!(matches!(parse(b"AUTH"), Err(ParseError::Syntax(_))));
+        assert!(matches!(
+            parse(b"AUTH PLAIN a b"),
+            Err(ParseError::Syntax(_))
+        ));
+        let Command::Mail(_, p) = parse(b"MAIL FROM:<a@b> AUTH=user+2Bx@b").unwrap() else {
+            panic!("not MAIL");
+        };
+        assert_eq!(p.auth.as_deref(), Some("user+x@b"));
+        let Command::Mail(_, p) = parse(b"MAIL FROM:<a@b> AUTH=<>").unwrap() else {
+            panic!("not MAIL");
+        };
+        assert_eq!(p.auth.as_deref(), Some("<>"));
+        assert!(matches!(
+            parse(b"MAIL FROM:<a@b> AUTH=bad+zz"),
+            Err(ParseError::Syntax(_))
+        ));
     }
 
     #[test]

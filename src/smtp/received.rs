@@ -29,15 +29,17 @@ pub struct Trace<'a> {
 }
 
 /// The `with` keyword of the trace header (RFC 3848, RFC 6531 §3.7.3):
-/// what the client said (HELO or EHLO, SMTPUTF8) and whether TLS was up.
-pub fn with_keyword(esmtp: bool, smtputf8: bool, tls: bool) -> &'static str {
-    match (smtputf8, esmtp, tls) {
-        (true, _, false) => "UTF8SMTP",
-        (true, _, true) => "UTF8SMTPS",
-        (false, true, false) => "ESMTP",
-        (false, true, true) => "ESMTPS",
-        (false, false, _) => "SMTP",
+/// what the client said (HELO or EHLO, SMTPUTF8), whether TLS was up and
+/// whether it authenticated (AUTH needs EHLO).
+pub fn with_keyword(esmtp: bool, smtputf8: bool, tls: bool, auth: bool) -> &'static str {
+    const KEYWORDS: [[&str; 4]; 2] = [
+        ["ESMTP", "ESMTPA", "ESMTPS", "ESMTPSA"],
+        ["UTF8SMTP", "UTF8SMTPA", "UTF8SMTPS", "UTF8SMTPSA"],
+    ];
+    if !esmtp && !smtputf8 {
+        return "SMTP";
     }
+    KEYWORDS[usize::from(smtputf8)][usize::from(tls) * 2 + usize::from(auth)]
 }
 
 /// Appends the header, folded over lines, ending with CRLF.
@@ -194,11 +196,14 @@ mod tests {
 
     #[test]
     fn with_keywords_follow_rfc_3848() {
-        assert_eq!(with_keyword(false, false, false), "SMTP");
-        assert_eq!(with_keyword(false, false, true), "SMTP");
-        assert_eq!(with_keyword(true, false, false), "ESMTP");
-        assert_eq!(with_keyword(true, false, true), "ESMTPS");
-        assert_eq!(with_keyword(true, true, false), "UTF8SMTP");
-        assert_eq!(with_keyword(true, true, true), "UTF8SMTPS");
+        assert_eq!(with_keyword(false, false, false, false), "SMTP");
+        assert_eq!(with_keyword(false, false, true, false), "SMTP");
+        assert_eq!(with_keyword(true, false, false, false), "ESMTP");
+        assert_eq!(with_keyword(true, false, true, false), "ESMTPS");
+        assert_eq!(with_keyword(true, true, false, false), "UTF8SMTP");
+        assert_eq!(with_keyword(true, true, true, false), "UTF8SMTPS");
+        assert_eq!(with_keyword(true, false, true, true), "ESMTPSA");
+        assert_eq!(with_keyword(true, true, true, true), "UTF8SMTPSA");
+        assert_eq!(with_keyword(true, false, false, true), "ESMTPA");
     }
 }

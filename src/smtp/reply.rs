@@ -147,6 +147,10 @@ replies! {
     SPOOL_FULL = 452 "4.3.1" "Insufficient system storage: the spool is full until it drains, try again later";
     /// Over --max-recipients (RFC 5321 §4.5.3.1.10).
     TOO_MANY_RECIPIENTS = 452 "4.5.3" "Too many recipients";
+    /// AUTH succeeded (RFC 4954 §6).
+    AUTH_OK = 235 "2.7.0" "Authentication successful";
+    /// The credentials could not be checked now (RFC 4954 §6).
+    AUTH_UNAVAILABLE = 454 "4.7.0" "Temporary authentication failure, try again later";
     /// Unknown verb.
     UNRECOGNIZED = 500 "5.5.2" "Syntax error, command unrecognized";
     /// A command line over 512 octets.
@@ -161,6 +165,20 @@ replies! {
     TLS_NOT_OFFERED = 502 "5.5.1" "STARTTLS is not offered here";
     /// Out of order.
     BAD_SEQUENCE = 503 "5.5.1" "Bad sequence of commands:";
+    /// AUTH on a listener that does not offer it, or before TLS.
+    AUTH_NOT_OFFERED = 503 "5.5.1" "Error: authentication not enabled";
+    /// AUTH with a mechanism we do not offer (RFC 4954 §6).
+    AUTH_MECHANISM_UNKNOWN = 504 "5.5.4" "Unrecognized authentication type";
+    /// The client cancelled the exchange with `*` (RFC 4954 §4).
+    AUTH_CANCELLED = 501 "5.7.0" "Authentication aborted";
+    /// A response that is not base64 or not what the mechanism expects.
+    AUTH_BAD_RESPONSE = 501 "5.5.2" "Cannot decode response:";
+    /// A response line over the limit (RFC 4954 §4).
+    AUTH_LINE_TOO_LONG = 500 "5.5.6" "Authentication exchange line is too long";
+    /// Submission: MAIL before AUTH (RFC 4954 §6).
+    AUTH_REQUIRED = 530 "5.7.0" "Authentication required";
+    /// Wrong user or password (RFC 4954 §6).
+    AUTH_INVALID = 535 "5.7.8" "Authentication credentials invalid";
     /// --require-tls: MAIL before STARTTLS (RFC 3207 §4).
     TLS_REQUIRED = 530 "5.7.0" "Must issue a STARTTLS command first";
     /// The client spoke before the greeting (--greet-pause).

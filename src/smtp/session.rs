@@ -13,6 +13,8 @@ use std::rc::Rc;
 use super::command::{self, Body, Command, MailParams};
 use super::path::Mailbox;
 use super::reply::{self, write_line};
+use crate::auth::sasl::{Credentials, Exchange, Mechanism, SaslError, Step};
+use crate::auth::Checked;
 use crate::policy::delegation::Decision;
 use crate::scan::BodyFlags;
 
@@ -127,6 +129,9 @@ pub enum Action {
     /// The BDAT transaction ended without a message (RSET, HELO, EHLO):
     /// drop the chunks received so far, keep reading command lines.
     Abandon,
+    /// Check [`Session::take_credentials`], then call
+    /// [`Session::authenticated`] with the result.
+    Authenticate,
 }
 
 /// The envelope of the transaction in progress.
@@ -223,6 +228,15 @@ pub struct Session {
     quota: Option<Box<dyn Quota>>,
     /// A recipient waiting for the policy service's decision.
     pending: Option<Mailbox>,
+    /// A submission listener's session: AUTH is offered once TLS is up,
+    /// and MAIL needs it.
+    submission: bool,
+    /// The authenticated user, after a 235.
+    auth: Option<String>,
+    /// An AUTH exchange waiting for the client's next response line.
+    sasl: Option<Exchange>,
+    /// Credentials waiting to be checked ([`Action::Authenticate`]).
+    credentials: Option<Credentials>,
 }
 
 impl std::fmt::Debug for Session {
@@ -232,6 +246,7 @@ impl std::fmt::Debug for Session {
             .field("helo", &self.helo)
             .field("tls", &self.tls)
             .field("errors", &self.errors)
+            .field("auth", &self.auth)
             .field("envelope", &self.envelope)
             .finish_non_exhaustive()
     }
@@ -253,7 +268,28 @@ impl Session {
             errors: 0,
             quota: None,
             pending: None,
+            submission: false,
+            auth: None,
+            sasl: None,
+            credentials: None,
         }
+    }
+
+    /// Makes this a submission session (RFC 6409): AUTH is offered once
+    /// TLS is up, MAIL needs TLS and AUTH first, and an authenticated
+    /// client may send to any domain.
+    pub fn set_submission(&mut self) {
+        self.submission = true;
+    }
+
+    /// The authenticated user, if any.
+    pub fn auth(&self) -> Option<&str> {
+        self.auth.as_deref()
+    }
+
+    /// AUTH is offered now: on submission, over TLS, not yet done.
+    fn offers_auth(&self) -> bool {
+        self.submission && self.tls.is_some()
     }
 
     /// Gives the session its client's rates (untrusted clients only).
@@ -316,6 +352,7 @@ impl Session {
             // What the client is allowed and what it did wrong stay.
             quota: self.quota.take(),
             errors: self.errors,
+            submission: self.submission,
             ..Session::new(self.config.clone())
         };
     }
@@ -357,7 +394,11 @@ impl Session {
     /// A command line longer than 512 octets arrived (and was skipped).
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Action {
         let from = out.len();
-        reply::LINE_TOO_LONG.write(out);
+        if self.sasl.take().is_some() {
+            reply::AUTH_LINE_TOO_LONG.write(out);
+        } else {
+            reply::LINE_TOO_LONG.write(out);
+        }
         self.after_reply(Action::ReadCommands, out, from)
     }
 
@@ -385,6 +426,9 @@ impl Session {
         ));
         if self.state == State::Refused {
             return self.refused(line, out);
+        }
+        if let Some(exchange) = self.sasl.take() {
+            return self.sasl_response(exchange, line, out);
         }
         if bare_lf && self.config.bare_newlines == BareNewlinePolicy::Reject {
             reply::BARE_LF_COMMAND.write(out);
@@ -443,6 +487,7 @@ impl Session {
                 Action::ReadCommands
             }
             Command::StartTls => self.starttls(out),
+            Command::Auth { mechanism, initial } => self.auth_command(&mechanism, initial, out),
             Command::Vrfy => {
                 reply::CANNOT_VRFY.write(out);
                 Action::ReadCommands
@@ -494,7 +539,7 @@ impl Session {
         if esmtp {
             let size = format!("SIZE {}", self.config.max_message_size);
             let starttls = self.config.starttls && self.tls.is_none();
-            write_multiline_ehlo(out, &greeting, &size, starttls);
+            write_multiline_ehlo(out, &greeting, &size, starttls, self.offers_auth());
         } else {
             write_line(out, 250, "", &greeting, true);
         }
@@ -518,9 +563,102 @@ impl Session {
         Action::ReadCommands
     }
 
+    /// `AUTH mechanism [initial]` (RFC 4954 §4).
+    fn auth_command(
+        &mut self,
+        mechanism: &str,
+        initial: Option<String>,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        if !self.offers_auth() {
+            reply::AUTH_NOT_OFFERED.write(out);
+            return Action::ReadCommands;
+        }
+        let why = match self.state {
+            State::Connected => Some("say EHLO first"),
+            State::Idle if self.auth.is_some() => Some("already authenticated"),
+            State::Idle => None,
+            _ => Some("AUTH is not allowed during a mail transaction"),
+        };
+        if let Some(why) = why {
+            reply::BAD_SEQUENCE.write_with(out, format_args!("{why}"));
+            return Action::ReadCommands;
+        }
+        let Some(mechanism) = Mechanism::named(mechanism) else {
+            reply::AUTH_MECHANISM_UNKNOWN.write(out);
+            return Action::ReadCommands;
+        };
+        let (exchange, step) = Exchange::start(mechanism, initial.as_deref());
+        self.sasl_step(exchange, step, out)
+    }
+
+    /// A response line inside an AUTH exchange.
+    fn sasl_response(&mut self, mut exchange: Exchange, line: &[u8], out: &mut Vec<u8>) -> Action {
+        let step = match std::str::from_utf8(line) {
+            Ok(text) => exchange.respond(text),
+            Err(_) => Step::Failed(SaslError::NotBase64),
+        };
+        self.sasl_step(exchange, step, out)
+    }
+
+    fn sasl_step(&mut self, exchange: Exchange, step: Step, out: &mut Vec<u8>) -> Action {
+        match step {
+            Step::Challenge(text) => {
+                write_line(out, 334, "", text, true);
+                self.sasl = Some(exchange);
+                Action::ReadCommands
+            }
+            Step::Done(credentials) => {
+                self.credentials = Some(credentials);
+                Action::Authenticate
+            }
+            Step::Failed(SaslError::Cancelled) => {
+                reply::AUTH_CANCELLED.write(out);
+                Action::ReadCommands
+            }
+            Step::Failed(SaslError::NotBase64) => {
+                reply::AUTH_BAD_RESPONSE.write_with(out, format_args!("not base64"));
+                Action::ReadCommands
+            }
+            Step::Failed(SaslError::Malformed(why)) => {
+                reply::AUTH_BAD_RESPONSE.write_with(out, format_args!("{why}"));
+                Action::ReadCommands
+            }
+        }
+    }
+
+    /// The credentials [`Action::Authenticate`] asks to check.
+    pub fn take_credentials(&mut self) -> Option<Credentials> {
+        self.credentials.take()
+    }
+
+    /// The checked credentials: 235, or 535 (an error, counted for the
+    /// error limits: password guessing is tarpitted and cut off), or 454.
+    pub fn authenticated(&mut self, checked: Checked, out: &mut Vec<u8>) -> Action {
+        let from = out.len();
+        match checked {
+            Checked::Valid(user) => {
+                self.auth = Some(user);
+                reply::AUTH_OK.write(out);
+            }
+            Checked::Invalid => reply::AUTH_INVALID.write(out),
+            Checked::Unavailable(_) => reply::AUTH_UNAVAILABLE.write(out),
+        }
+        self.after_reply(Action::ReadCommands, out, from)
+    }
+
     fn mail(&mut self, from: Option<Mailbox>, params: MailParams, out: &mut Vec<u8>) -> Action {
-        if self.config.require_tls && self.tls.is_none() && self.state != State::Connected {
+        let needs_tls = self.config.require_tls || self.submission;
+        if needs_tls && self.tls.is_none() && self.state != State::Connected {
             reply::TLS_REQUIRED.write(out);
+            return Action::ReadCommands;
+        }
+        if self.submission && self.auth.is_none() && self.state != State::Connected {
+            reply::AUTH_REQUIRED.write(out);
+            return Action::ReadCommands;
+        }
+        if params.auth.is_some() && !self.submission {
+            reply::UNKNOWN_PARAMETER.write_with(out, format_args!("AUTH (not offered here)"));
             return Action::ReadCommands;
         }
         match self.state {
@@ -586,11 +724,14 @@ impl Session {
             reply::NEEDS_SMTPUTF8.write(out);
             return Action::ReadCommands;
         }
-        if !self.accepts(&to) {
+        // An authenticated client submits: any domain, any recipient
+        // (Postfix's permit_sasl_authenticated).
+        let submitted = self.auth.is_some();
+        if !submitted && !self.accepts(&to) {
             reply::RELAY_DENIED.write(out);
             return Action::ReadCommands;
         }
-        if !self.known(&to) {
+        if !submitted && !self.known(&to) {
             reply::USER_UNKNOWN.write_about(out, format_args!("<{to}>"));
             return Action::ReadCommands;
         }
@@ -836,8 +977,8 @@ fn allowed_while_chunking(cmd: &Command) -> bool {
 }
 
 /// The EHLO reply: greeting line, then one line per extension.
-fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls: bool) {
-    let all = [
+fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls: bool, auth: bool) {
+    let always = [
         greeting,
         "PIPELINING",
         size,
@@ -845,8 +986,16 @@ fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls:
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
         "CHUNKING",
-        "STARTTLS",
     ];
-    let n = if starttls { all.len() } else { all.len() - 1 };
-    reply::write_multiline(out, 250, "", &all[..n]);
+    let optional = [(starttls, "STARTTLS"), (auth, "AUTH PLAIN LOGIN")];
+    let mut lines = [""; 9];
+    lines[..always.len()].copy_from_slice(&always);
+    let mut n = always.len();
+    for (offered, line) in optional {
+        if offered {
+            lines[n] = line;
+            n += 1;
+        }
+    }
+    reply::write_multiline(out, 250, "", &lines[..n]);
 }

@@ -594,3 +594,140 @@ fn with_a_recipient_map_an_unknown_recipient_is_550_5_1_1_and_counts_as_an_error
     );
     assert_eq!(a, Action::Close);
 }
+
+/// A submission session over TLS, with `hard_error_limit` errors allowed.
+fn submission(hard_error_limit: u32) -> T {
+    let mut t = T::with(SessionConfig {
+        starttls: true,
+        hard_error_limit,
+        ..config()
+    });
+    t.s.set_submission();
+    t
+}
+
+/// `\0user\0password`, base64.
+fn plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+impl T {
+    /// The session's answer to checked credentials.
+    fn checked(&mut self, c: crate::auth::Checked) -> (String, Action) {
+        let mut out = Vec::new();
+        let a = self.s.authenticated(c, &mut out);
+        (String::from_utf8(out).unwrap(), a)
+    }
+}
+
+#[test]
+fn auth_is_offered_only_on_submission_once_tls_is_up() {
+    let mut t = submission(0);
+    let (ehlo, _) = t.send("EHLO c.test");
+    assert!(
+        ehlo.ends_with("250 STARTTLS\r\n") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        t.send(&format!("AUTH PLAIN {}", plain("a", "b"))).0[..4],
+        *"503 "
+    );
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 530);
+    t.s.tls_started("TLS1.3 test".into());
+    let (ehlo, _) = t.send("EHLO c.test");
+    assert!(
+        ehlo.ends_with("250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n"),
+        "{ehlo}"
+    );
+    let (mail, _) = t.send("MAIL FROM:<a@x.test>");
+    assert_eq!(mail, "530 5.7.0 Authentication required\r\n");
+    // Port 25 sessions never offer it, even over TLS.
+    let mut t = T::with(SessionConfig {
+        starttls: true,
+        ..config()
+    });
+    t.s.tls_started("TLS1.3 test".into());
+    assert!(!t.send("EHLO c.test").0.contains("AUTH"));
+    assert_eq!(t.code("AUTH LOGIN"), 503);
+    assert_eq!(t.code("MAIL FROM:<a@x.test> AUTH=<>"), 555);
+}
+
+#[test]
+fn plain_and_login_exchanges_end_in_credentials_to_check() {
+    let mut t = submission(0);
+    t.s.tls_started("TLS1.3 test".into());
+    t.code("EHLO c.test");
+    let (r, a) = t.send(&format!("AUTH PLAIN {}", plain("alice", "pw")));
+    assert_eq!((r.as_str(), a), ("", Action::Authenticate));
+    let creds = t.s.take_credentials().unwrap();
+    assert_eq!(
+        (creds.user.as_str(), &creds.password[..]),
+        ("alice", &b"pw"[..])
+    );
+    assert_eq!(
+        t.checked(crate::auth::Checked::Invalid).0,
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    assert_eq!(t.send("AUTH LOGIN").0, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(t.send("Ym9i").0, "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(t.send("cHc=").1, Action::Authenticate);
+    assert_eq!(t.s.take_credentials().unwrap().user, "bob");
+    let (r, _) = t.checked(crate::auth::Checked::Valid("bob".into()));
+    assert_eq!(r, "235 2.7.0 Authentication successful\r\n");
+    assert_eq!(t.s.auth(), Some("bob"));
+    assert_eq!(t.code("AUTH LOGIN"), 503, "once only");
+    // Authenticated: any domain, and AUTH= is accepted.
+    assert_eq!(
+        t.code("MAIL FROM:<bob@fleet.test> AUTH=bob@fleet.test"),
+        250
+    );
+    assert_eq!(t.code("RCPT TO:<someone@elsewhere.example>"), 250);
+    assert_eq!(t.code("AUTH PLAIN"), 503, "not inside a transaction");
+}
+
+#[test]
+fn cancelled_garbled_and_unknown_exchanges_are_refused() {
+    let mut t = submission(0);
+    t.s.tls_started("TLS1.3 test".into());
+    t.code("EHLO c.test");
+    assert_eq!(t.code("AUTH CRAM-MD5"), 504);
+    assert_eq!(t.send("AUTH PLAIN").0, "334 \r\n");
+    assert_eq!(t.send("*").0, "501 5.7.0 Authentication aborted\r\n");
+    assert_eq!(t.code("AUTH PLAIN !!!"), 501);
+    let mut out = Vec::new();
+    t.send("AUTH LOGIN");
+    t.s.line_too_long(&mut out);
+    assert!(out.starts_with(b"500 5.5.6"), "{out:?}");
+    // The exchange is over: the next line is a command again.
+    assert_eq!(t.code("NOOP"), 250);
+    let (r, _) = t.checked(crate::auth::Checked::Unavailable("down".into()));
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+}
+
+#[test]
+fn wrong_passwords_count_toward_the_hard_error_limit() {
+    let mut t = submission(3);
+    t.s.tls_started("TLS1.3 test".into());
+    t.code("EHLO c.test");
+    for _ in 0..2 {
+        t.send(&format!("AUTH PLAIN {}", plain("alice", "guess")));
+        let (r, a) = t.checked(crate::auth::Checked::Invalid);
+        assert!(r.starts_with("535 "), "{r}");
+        assert_eq!(a, Action::ReadCommands);
+    }
+    t.send(&format!("AUTH PLAIN {}", plain("alice", "guess")));
+    let (r, a) = t.checked(crate::auth::Checked::Invalid);
+    assert!(r.starts_with("535 ") && r.contains("\r\n421 4.7.0"), "{r}");
+    assert_eq!(a, Action::Close);
+    assert_eq!(t.s.errors(), 3);
+}
+
+#[test]
+fn submission_survives_starttls_and_auth_does_not_carry_over_a_new_session() {
+    let mut t = submission(0);
+    t.code("EHLO c.test");
+    t.s.tls_started("TLS1.3 test".into());
+    assert!(t.send("EHLO c.test").0.contains("AUTH PLAIN LOGIN"));
+    assert_eq!(t.s.auth(), None);
+}

@@ -8,7 +8,8 @@
 //!
 //! Version 2 adds tagged fields after the recipients (`u16` tag, then a
 //! length-prefixed string), so later fields need no new version; a reader
-//! skips tags it does not know. Tag 1 is the spam filter's verdict.
+//! skips tags it does not know. Tag 1 is the spam filter's verdict, tag 2
+//! the user who authenticated (SMTP AUTH).
 //! Version 1 records (no tagged fields) still read.
 
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use crate::smtp::Envelope;
 const VERSION: u8 = 2;
 /// Tag of the spam verdict (`ACTION SCORE`, like `add header 7.50`).
 const TAG_SPAM: u16 = 1;
+/// Tag of the authenticated user.
+const TAG_AUTH: u16 = 2;
 
 /// The envelope as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct StoredEnvelope {
     pub rcpt_to: Vec<String>,
     /// The spam filter's verdict, when the message was scanned.
     pub spam: Option<SpamVerdict>,
+    /// The user who authenticated (SMTP AUTH), if any.
+    pub auth: Option<String>,
 }
 
 /// A spam filter's verdict as stored: rspamd's action name, and its score
@@ -61,6 +66,8 @@ pub struct Origin<'a> {
     pub peer: SocketAddr,
     /// The HELO/EHLO name; empty if none was given.
     pub helo: &'a str,
+    /// The user who authenticated, if any.
+    pub auth: Option<&'a str>,
     /// The transaction's envelope.
     pub envelope: &'a Envelope,
     /// What the spam filter said, if it scanned the message.
@@ -93,15 +100,13 @@ impl StoredEnvelope {
         for r in &self.rcpt_to {
             put_str(out, r);
         }
-        let tagged: Vec<(u16, String)> = self
-            .spam
-            .iter()
-            .map(|s| (TAG_SPAM, format!("{} {}", s.action, s.score)))
-            .collect();
-        out.extend_from_slice(&(tagged.len() as u32).to_le_bytes());
-        for (tag, value) in &tagged {
-            out.extend_from_slice(&tag.to_le_bytes());
-            put_str(out, value);
+        let tags = u32::from(self.spam.is_some()) + u32::from(self.auth.is_some());
+        out.extend_from_slice(&tags.to_le_bytes());
+        if let Some(s) = &self.spam {
+            put_tagged(out, TAG_SPAM, &format!("{} {}", s.action, s.score));
+        }
+        if let Some(user) = &self.auth {
+            put_tagged(out, TAG_AUTH, user);
         }
     }
 
@@ -125,7 +130,7 @@ impl StoredEnvelope {
         for _ in 0..n {
             rcpt_to.push(c.string()?);
         }
-        let mut spam = None;
+        let (mut spam, mut auth) = (None, None);
         if version >= 2 {
             for _ in 0..c.u32()? {
                 let tag = u16::from_le_bytes(c.take(2)?.try_into().expect("2"));
@@ -136,6 +141,8 @@ impl StoredEnvelope {
                         action: action.to_string(),
                         score: score.to_string(),
                     });
+                } else if tag == TAG_AUTH {
+                    auth = Some(value);
                 }
             }
         }
@@ -151,10 +158,16 @@ impl StoredEnvelope {
                 mail_from,
                 rcpt_to,
                 spam,
+                auth,
             },
             c.0,
         ))
     }
+}
+
+fn put_tagged(out: &mut Vec<u8>, tag: u16, value: &str) {
+    out.extend_from_slice(&tag.to_le_bytes());
+    put_str(out, value);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -205,6 +218,7 @@ mod tests {
             mail_from: String::new(),
             rcpt_to: vec!["a@b".into(), "josé@c".into()],
             spam: None,
+            auth: None,
         };
         let mut buf = Vec::new();
         env.encode(&mut buf);
@@ -218,6 +232,7 @@ mod tests {
                 action: "add header".into(),
                 score: "7.50".into(),
             }),
+            auth: Some("alice@fleet.test".into()),
             ..env.clone()
         };
         let mut buf = Vec::new();
@@ -241,6 +256,7 @@ mod tests {
             mail_from: "f".into(),
             rcpt_to: vec!["r".into()],
             spam: None,
+            auth: None,
         };
         let mut v2 = Vec::new();
         env.encode(&mut v2);

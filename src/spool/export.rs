@@ -42,6 +42,7 @@ pub fn jsonl_line(m: &Found, data: &[u8]) -> String {
         "mail_from": e.mail_from,
         "rcpt_to": e.rcpt_to,
         "size": e.size,
+        "auth": e.auth,
         "spam": e.spam.as_ref().map(|s| serde_json::json!({"action": s.action, "score": s.score})),
         "data_b64": base64::engine::general_purpose::STANDARD.encode(data),
     });
@@ -137,6 +138,7 @@ mod tests {
                 mail_from: "a@b".into(),
                 rcpt_to: vec!["c@d".into()],
                 spam: None,
+                auth: None,
             },
             segment: 1,
             offset: 0,

@@ -26,6 +26,7 @@ pub fn commit(id: u64, chunks: u32, inline: &[u8]) -> Vec<u8> {
         mail_from: "a@b".into(),
         rcpt_to: vec!["c@d".into()],
         spam: None,
+        auth: None,
     };
     let mut payload = Vec::new();
     env.encode(&mut payload);

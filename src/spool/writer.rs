@@ -537,6 +537,7 @@ impl MessageWriter {
                 .map(|r| r.to_string())
                 .collect(),
             spam: origin.spam.cloned(),
+            auth: origin.auth.map(str::to_string),
         };
         let mut head = Vec::with_capacity(128);
         envelope.encode(&mut head);
@@ -623,6 +624,7 @@ mod tests {
             helo: "client.test",
             envelope: &env,
             spam: None,
+            auth: None,
         };
         let mut m = w.message(w.next_id());
         for c in chunks {
