@@ -39,3 +39,5 @@ mod memory;
 mod nats;
 // sluice drain into a real JetStream cluster.
 mod drain;
+// Submission: AUTH on 587 and 465 with swaks, smtplib, msmtp and Dovecot.
+mod submission;

@@ -1,0 +1,467 @@
+//! Submission (RFC 6409, RFC 8314) with SMTP AUTH (RFC 4954), driven by
+//! real clients: swaks (PLAIN over STARTTLS, LOGIN over implicit TLS),
+//! Python's smtplib (`SMTP_SSL` and `login`), msmtp (the sendmail of an
+//! application host), our own client for the rules (no AUTH before TLS,
+//! 530 before AUTH, 535 counted toward the error limit), and a real
+//! Dovecot behind `--auth-dovecot`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+
+use crate::support::*;
+use crate::tls::Material;
+
+/// `openssl passwd -6 -salt saltsalt secret`.
+const ALICE_SECRET: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+
+/// A server with a port-25 listener, a submission one and an
+/// implicit-TLS one, and the users file: alice (SHA-512 crypt, "secret")
+/// and bob (bcrypt, "hunter2").
+struct Submission {
+    server: Server,
+    tls: Material,
+    submission: SocketAddr,
+    submissions: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn users_file(dir: &Path) -> PathBuf {
+    let bob = bcrypt::hash("hunter2", 4).unwrap();
+    let path = dir.join("users");
+    std::fs::write(
+        &path,
+        format!("# the fleet\nalice:{ALICE_SECRET}\nbob:{bob}\n"),
+    )
+    .unwrap();
+    path
+}
+
+impl Submission {
+    /// With the users file, or `auth` flags instead.
+    fn start(auth: Option<Vec<String>>, extra: &[&str]) -> Submission {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Material::new(dir.path(), "mx");
+        let (submission, submissions) = (loopback(free_port()), loopback(free_port()));
+        let auth = auth.unwrap_or_else(|| {
+            vec![
+                "--auth-users".into(),
+                users_file(dir.path()).display().to_string(),
+            ]
+        });
+        let mut args: Vec<String> = tls.flags();
+        args.extend(auth);
+        args.extend([
+            "--submission".into(),
+            submission.to_string(),
+            "--submissions".into(),
+            submissions.to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&args);
+        wait_listening(submission);
+        wait_listening(submissions);
+        Submission {
+            server,
+            tls,
+            submission,
+            submissions,
+            _dir: dir,
+        }
+    }
+
+    /// A client on the submission port after STARTTLS and EHLO.
+    fn over_tls(&self) -> Client<TlsStream> {
+        let mut c = Client::connect(self.submission);
+        c.cmd("EHLO app.test");
+        let mut c = c.starttls(self.tls.client());
+        let ehlo = c.cmd("EHLO app.test");
+        assert!(ehlo.contains("250 AUTH PLAIN LOGIN\r\n"), "{ehlo}");
+        c
+    }
+}
+
+fn plain(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+/// The stored messages as (auth, Received header, recipients).
+fn stored(spool: &Path) -> Vec<(serde_json::Value, String, Vec<String>)> {
+    exported(spool)
+        .into_values()
+        .map(|(env, data)| {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            let received = text.split("\r\n\t;").next().unwrap_or("").to_string();
+            let rcpt = rcpt_to(&env).iter().map(|s| s.to_string()).collect();
+            (env["auth"].clone(), received, rcpt)
+        })
+        .collect()
+}
+
+fn swaks(args: &[&str]) -> Option<String> {
+    let bin = peer_program("swaks")?;
+    let out = Command::new(bin)
+        .args(args)
+        .args(["--timeout", "20", "--from", "app@fleet.test"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "swaks {args:?}:\n{text}");
+    Some(text)
+}
+
+#[test]
+fn swaks_submits_with_plain_over_starttls_and_login_over_implicit_tls() {
+    let s = Submission::start(None, &[]);
+    let port587 = s.submission.to_string();
+    let port465 = s.submissions.to_string();
+    let Some(plain) = swaks(&[
+        "--server",
+        &port587,
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "secret",
+        "--to",
+        "someone@elsewhere.example",
+    ]) else {
+        return;
+    };
+    assert!(
+        plain.contains("235 2.7.0 Authentication successful"),
+        "{plain}"
+    );
+    let login = swaks(&[
+        "--server",
+        &port465,
+        "--tlsc",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        "bob",
+        "--auth-password",
+        "hunter2",
+        "--to",
+        "other@elsewhere.example",
+    ])
+    .unwrap();
+    assert!(login.contains("334 VXNlcm5hbWU6"), "{login}");
+    assert!(login.contains("250 2.0.0 Ok: queued as"), "{login}");
+    // Port 25 as before: no AUTH, and the envelope says so.
+    let mut c = s.server.connect();
+    let ehlo = c.cmd("EHLO mx.peer.test");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert_eq!(
+        code_of(&c.send_mail("x@peer.test", "local@example.com", b"hi\r\n")),
+        250
+    );
+    let mut got = stored(&s.server.spool);
+    got.sort_by_key(|(auth, _, _)| auth.to_string());
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].0, serde_json::json!("alice"));
+    assert_eq!(got[0].2, ["someone@elsewhere.example"]);
+    assert!(got[0].1.contains("with ESMTPSA (TLS"), "{}", got[0].1);
+    assert_eq!(got[1].0, serde_json::json!("bob"));
+    assert!(got[1].1.contains("with ESMTPSA (TLS"), "{}", got[1].1);
+    assert_eq!(got[2].0, serde_json::Value::Null);
+    assert!(got[2].1.contains("with ESMTP id"), "{}", got[2].1);
+}
+
+#[test]
+fn auth_comes_only_after_tls_and_mail_only_after_auth() {
+    let s = Submission::start(None, &[]);
+    let mut c = Client::connect(s.submission);
+    let ehlo = c.cmd("EHLO app.test");
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", "secret"))),
+        "503 5.5.1 Error: authentication not enabled\r\n"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@fleet.test>"),
+        "530 5.7.0 Must issue a STARTTLS command first\r\n"
+    );
+    let mut c = c.starttls(s.tls.client());
+    c.cmd("EHLO app.test");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@fleet.test>"),
+        "530 5.7.0 Authentication required\r\n"
+    );
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", "secret"))),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        code_of(&c.cmd("MAIL FROM:<a@fleet.test> AUTH=a@fleet.test")),
+        250
+    );
+    assert_eq!(code_of(&c.cmd("RCPT TO:<anyone@anywhere.example>")), 250);
+}
+
+#[test]
+fn wrong_passwords_get_535_and_end_at_the_hard_error_limit() {
+    let s = Submission::start(None, &["--hard-error-limit", "3"]);
+    let mut c = s.over_tls();
+    for _ in 0..2 {
+        let r = c.cmd(&format!("AUTH PLAIN {}", plain("alice", "guess")));
+        assert_eq!(r, "535 5.7.8 Authentication credentials invalid\r\n");
+    }
+    // An unknown user is answered the same way.
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain("mallory", "secret")));
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+    assert_eq!(
+        c.reply(),
+        "421 4.7.0 Too many errors, closing connection\r\n"
+    );
+    assert!(c.closed());
+    s.server
+        .wait_for_log("refused (auth_failed): 127.0.0.1: AUTH failed for \"mallory\"");
+}
+
+#[test]
+fn python_smtplib_logs_in_over_implicit_tls() {
+    let script = r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=20) as s:
+    s.login("bob", "hunter2")
+    s.sendmail("app@fleet.test", ["ops@elsewhere.example"], b"Subject: smtplib\r\n\r\nsent by smtplib\r\n")
+    # smtplib takes the 503 of a second AUTH for "already authenticated".
+    print("second login:", s.login("bob", "wrong"))
+"#;
+    let s = Submission::start(None, &[]);
+    let out = Command::new("python3")
+        .args(["-c", script, &s.submissions.port().to_string()])
+        .arg(&s.tls.cert)
+        .output()
+        .expect("python3 runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("second login: (503"),
+        "once authenticated, AUTH is 503: {text}"
+    );
+    let got = stored(&s.server.spool);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, serde_json::json!("bob"));
+    assert_eq!(got[0].2, ["ops@elsewhere.example"]);
+}
+
+#[test]
+fn msmtp_submits_as_an_application_host_does() {
+    let Some(msmtp) = peer_program("msmtp") else {
+        return;
+    };
+    let s = Submission::start(None, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("msmtprc");
+    std::fs::write(
+        &config,
+        format!(
+            "account fleet\nhost 127.0.0.1\nport {}\nfrom app@fleet.test\ntls on\ntls_starttls on\n\
+             tls_trust_file {}\nauth on\nuser alice\npassword secret\nlogfile {}\naccount default : fleet\n",
+            s.submission.port(),
+            s.tls.cert.display(),
+            dir.path().join("log").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut child = Command::new(msmtp)
+        .arg("-C")
+        .arg(&config)
+        .arg("-t")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"To: alerts@elsewhere.example\nSubject: cron\n\ndisk 91% full\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = stored(&s.server.spool);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, serde_json::json!("alice"));
+    assert_eq!(got[0].2, ["alerts@elsewhere.example"]);
+}
+
+/// A private Dovecot with only its auth service: a passwd-file with carol
+/// ("secret"), a Unix socket for clients.
+struct Dovecot {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group the test started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Dovecot {
+    fn start() -> Option<Dovecot> {
+        let bin = peer_program("dovecot")?;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = d.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        let users = d.join("users");
+        std::fs::write(&users, format!("carol:{{SHA512-CRYPT}}{ALICE_SECRET}\n")).unwrap();
+        let conf = d.join("dovecot.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "base_dir = {run}\nstate_dir = {d}\nlog_path = {d}/log\nprotocols = none\nssl = no\n\
+                 disable_plaintext_auth = no\nauth_mechanisms = plain login\nauth_failure_delay = 0\n\
+                 passdb {{\n  driver = passwd-file\n  args = {users}\n}}\n\
+                 userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={d}\n}}\n\
+                 service auth {{\n  unix_listener auth-client {{\n    mode = 0666\n  }}\n}}\n\
+                 service anvil {{\n  chroot =\n}}\n",
+                run = run.display(),
+                d = d.display(),
+                users = users.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dovecot");
+        let socket = run.join("auth-client");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "dovecot did not start: {}",
+                std::fs::read_to_string(d.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(Dovecot {
+            child,
+            socket,
+            _dir: dir,
+        })
+    }
+}
+
+#[test]
+fn dovecot_checks_the_passwords_and_its_absence_is_a_454() {
+    let Some(dovecot) = Dovecot::start() else {
+        return;
+    };
+    let target = format!("unix:{}", dovecot.socket.display());
+    let s = Submission::start(Some(vec!["--auth-dovecot".into(), target]), &[]);
+    let mut c = s.over_tls();
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("carol", "wrong"))),
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    // LOGIN is collected by sluice and handed to Dovecot as PLAIN.
+    assert_eq!(c.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        c.cmd(&base64::engine::general_purpose::STANDARD.encode("carol")),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        c.cmd(&base64::engine::general_purpose::STANDARD.encode("secret")),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(
+        code_of(&c.send_mail(
+            "carol@fleet.test",
+            "x@elsewhere.example",
+            b"via dovecot\r\n"
+        )),
+        250
+    );
+    drop(dovecot);
+    let mut c = s.over_tls();
+    let r = c.cmd(&format!("AUTH PLAIN {}", plain("carol", "secret")));
+    assert_eq!(
+        r,
+        "454 4.7.0 Temporary authentication failure, try again later\r\n"
+    );
+    let got = stored(&s.server.spool);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, serde_json::json!("carol"));
+}
+
+#[test]
+fn bad_submission_settings_stop_start_up_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Material::new(dir.path(), "mx");
+    let users = users_file(dir.path());
+    let users = users.to_str().unwrap();
+    let flags = tls.flags();
+    let tls_flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let with_tls = |extra: &[&str]| {
+        let mut a = tls_flags.clone();
+        a.extend_from_slice(extra);
+        start_error(&a)
+    };
+    let e = with_tls(&["--submission", "127.0.0.1:0"]);
+    assert!(
+        e.contains("--submission needs --auth-users FILE or --auth-dovecot"),
+        "{e}"
+    );
+    let e = start_error(&["--submission", "127.0.0.1:0", "--auth-users", users]);
+    assert!(
+        e.contains("needs --tls-cert and --tls-key (AUTH is offered only over TLS)"),
+        "{e}"
+    );
+    let e = with_tls(&["--auth-users", users]);
+    assert!(
+        e.contains("--auth-users only makes sense with --submission or --submissions"),
+        "{e}"
+    );
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "alice:plaintext\n").unwrap();
+    let e = with_tls(&[
+        "--submissions",
+        "127.0.0.1:0",
+        "--auth-users",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("line 1: the hash of \"alice\" is not $6$"),
+        "{e}"
+    );
+    let e = with_tls(&["--submission", "127.0.0.1:0", "--auth-dovecot", "tcp:x"]);
+    assert!(e.contains("expected inet:HOST:PORT or unix:PATH"), "{e}");
+}
