@@ -21,7 +21,11 @@ fuzz_target!(|data: &[u8]| {
         fed = end;
         loop {
             match reader.next(&buf) {
-                Line::Complete { len, consumed, bare_lf } => {
+                Line::Complete {
+                    len,
+                    consumed,
+                    bare_lf,
+                } => {
                     assert!(len < consumed && consumed <= buf.len());
                     assert!(len <= limit, "a line over the limit came out whole");
                     assert_eq!(buf[consumed - 1], b'\n');

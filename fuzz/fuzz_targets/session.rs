@@ -1,12 +1,13 @@
 //! The session state machine fed arbitrary command lines, with bodies,
-//! chunks, TLS, store outcomes, a recipient map and policy-service
-//! decisions chosen by the input too. Every call must answer with
+//! chunks, TLS, AUTH exchanges, DSN parameters, store outcomes, a
+//! recipient map and policy-service decisions chosen by the input too. Every call must answer with
 //! well-formed replies, and nothing may panic.
 #![no_main]
 
 use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
+use sluice::auth::Checked;
 use sluice::policy::delegation::{Decision, PolicyReply};
 use sluice::policy::RecipientMap;
 use sluice::scan::BodyFlags;
@@ -22,6 +23,7 @@ fn config(seed: u8) -> SessionConfig {
         hard_error_limit: 7,
         policy_at_rcpt: seed & 4 == 4,
         recipient_map: (seed & 8 == 8).then(|| std::sync::Arc::new(map)),
+        dsn: seed & 16 == 16,
         ..SessionConfig::small()
     }
 }
@@ -59,6 +61,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut s = Session::new(Rc::new(config(seed)));
+    if seed & 32 == 32 {
+        s.set_submission();
+    }
     let mut out = Vec::new();
     s.greet(&mut out);
     for (n, line) in input.split(|&b| b == b'\n').enumerate() {
@@ -94,6 +99,15 @@ fuzz_target!(|data: &[u8]| {
             Action::CheckRecipient => {
                 assert!(s.pending_recipient().is_some());
                 s.recipient_checked(&decision(twist), &mut out);
+            }
+            Action::Authenticate => {
+                assert!(s.take_credentials().is_some());
+                let checked = match twist % 3 {
+                    0 => Checked::Valid("fuzz".into()),
+                    1 => Checked::Invalid,
+                    _ => Checked::Unavailable("fuzz".into()),
+                };
+                s.authenticated(checked, &mut out);
             }
             Action::Close => assert!(s.is_closed()),
             Action::ReadCommands | Action::Abandon => {}

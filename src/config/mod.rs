@@ -193,6 +193,13 @@ serve_settings! {
     #[arg(long, value_name = "FILE")]
     auth_users: Option<PathBuf>,
 
+    /// Offer DSN (RFC 3461) in EHLO on every listener and keep RET=,
+    /// ENVID=, NOTIFY= and ORCPT= with each message for the delivery tier
+    /// (which then owes the notifications: see docs/drain.md). Without
+    /// it they are refused with 555.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
+    dsn: Option<bool>,
+
     /// Check credentials with Dovecot's auth server instead (Postfix's
     /// smtpd_sasl_type = dovecot): `unix:PATH` or `inet:HOST:PORT`.
     #[arg(long, value_name = "unix:PATH|inet:HOST:PORT")]
@@ -401,6 +408,8 @@ pub struct Config {
     pub submissions: Vec<SocketAddr>,
     /// Where AUTH credentials are checked (with submission listeners).
     pub auth: Option<crate::auth::AuthBackend>,
+    /// EHLO offers DSN; its parameters are stored.
+    pub dsn: bool,
     /// Undrained spool limit, octets.
     pub spool_max_bytes: Option<u64>,
     /// Client limits, error limits and screening.
@@ -674,6 +683,7 @@ fn validate(g: Given) -> Result<Config> {
         submission: submission.plain,
         submissions: submission.implicit,
         auth: submission.auth,
+        dsn: value_or(g.dsn, "dsn", false).value,
         spool_max_bytes: g.spool_max_bytes.map(|s| s.value.0),
         admission,
         recipient_map,

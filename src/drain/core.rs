@@ -347,6 +347,7 @@ mod tests {
                     rcpt_to: Vec::new(),
                     spam: None,
                     auth: None,
+                    dsn: None,
                 },
                 segment,
                 offset: 0,

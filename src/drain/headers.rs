@@ -37,7 +37,41 @@ pub fn envelope_headers(env: &StoredEnvelope) -> Vec<(&'static str, String)> {
     if let Some(user) = &env.auth {
         h.push(("Sluice-Auth", clean(user)));
     }
+    if let Some(dsn) = &env.dsn {
+        if let Some(ret) = &dsn.ret {
+            h.push(("Sluice-Dsn-Ret", clean(ret)));
+        }
+        if let Some(envid) = &dsn.envid {
+            h.push(("Sluice-Dsn-Envid", clean(envid)));
+        }
+        for (i, r) in dsn.rcpt.iter().enumerate() {
+            let mut v = i.to_string();
+            if let Some(n) = &r.notify {
+                v.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = &r.orcpt {
+                v.push_str(&format!(" ORCPT={}", xtext(o)));
+            }
+            if r.notify.is_some() || r.orcpt.is_some() {
+                h.push(("Sluice-Dsn-Rcpt", v));
+            }
+        }
+    }
     h
+}
+
+/// RFC 3461 §4 xtext: what a header value can carry unambiguously (an
+/// ORCPT address may hold spaces or `=`).
+fn xtext(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Header values may not hold CR or LF (NATS headers are line based);
@@ -67,6 +101,7 @@ mod tests {
             rcpt_to: vec!["a@x.example".into(), "b@y.example".into()],
             spam: None,
             auth: None,
+            dsn: None,
         };
         let h = envelope_headers(&env);
         let get = |n: &str| -> Vec<&str> {
@@ -105,6 +140,32 @@ mod tests {
             ..env.clone()
         };
         assert!(envelope_headers(&submitted).contains(&("Sluice-Auth", "alice".into())));
+        let dsn = StoredEnvelope {
+            rcpt_to: vec!["a@x.test".into(), "b@x.test".into()],
+            dsn: Some(crate::spool::envelope::Dsn {
+                ret: Some("HDRS".into()),
+                envid: Some("Q1".into()),
+                rcpt: vec![
+                    Default::default(),
+                    crate::spool::envelope::RcptDsn {
+                        notify: Some("SUCCESS,FAILURE".into()),
+                        orcpt: Some("rfc822;b=1 @x.test".into()),
+                    },
+                ],
+            }),
+            ..env.clone()
+        };
+        let hd = envelope_headers(&dsn);
+        assert!(hd.contains(&("Sluice-Dsn-Ret", "HDRS".into())));
+        assert!(hd.contains(&("Sluice-Dsn-Envid", "Q1".into())));
+        let rcpt: Vec<_> = hd.iter().filter(|(k, _)| *k == "Sluice-Dsn-Rcpt").collect();
+        assert_eq!(
+            rcpt,
+            [&(
+                "Sluice-Dsn-Rcpt",
+                "1 NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+3D1+20@x.test".into()
+            )]
+        );
         assert!(h.contains(&("Sluice-Spam-Action", "add header".into())));
         assert!(h.contains(&("Sluice-Spam-Score", "7.50".into())));
         assert_eq!(clean("a\r\nb"), "a??b");

@@ -49,6 +49,7 @@ impl Settings {
                 hard_error_limit: config.admission.hard_error_limit,
                 policy_at_rcpt: config.policy_service.as_ref().is_some_and(|p| p.at_rcpt),
                 recipient_map: config.recipient_map.clone(),
+                dsn: config.dsn,
             }),
             policy: config
                 .policy_service

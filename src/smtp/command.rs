@@ -33,6 +33,43 @@ pub struct MailParams {
     pub smtputf8: bool,
     /// `AUTH=` (RFC 4954 §5), xtext-decoded; `<>` stays `<>`.
     pub auth: Option<String>,
+    /// `RET=` (RFC 3461 §4.3).
+    pub ret: Option<Ret>,
+    /// `ENVID=` (RFC 3461 §4.4), xtext-decoded.
+    pub envid: Option<String>,
+}
+
+/// `RET=`: what a delivery status notification should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+impl Ret {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        }
+    }
+}
+
+/// ESMTP parameters of RCPT TO (RFC 3461 §4.1, §4.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// `NOTIFY=`, upper-case: `NEVER`, or some of `SUCCESS,FAILURE,DELAY`
+    /// in that order.
+    pub notify: Option<String>,
+    /// `ORCPT=addr-type;xtext`, as `addr-type;decoded`.
+    pub orcpt: Option<String>,
+}
+
+impl RcptParams {
+    /// Neither parameter was given.
+    pub fn is_empty(&self) -> bool {
+        self.notify.is_none() && self.orcpt.is_none()
+    }
 }
 
 /// A parsed command.
@@ -44,8 +81,8 @@ pub enum Command {
     Ehlo(String),
     /// `MAIL FROM:<path> [params]`; `None` is the null path `<>`.
     Mail(Option<Mailbox>, MailParams),
-    /// `RCPT TO:<path>`.
-    Rcpt(Mailbox),
+    /// `RCPT TO:<path> [params]`.
+    Rcpt(Mailbox, RcptParams),
     /// `DATA`.
     Data,
     /// `BDAT size [LAST]` (RFC 3030).
@@ -207,6 +244,21 @@ fn parse_mail(args: &str) -> Result<Command, ParseError> {
         } else if key.eq_ignore_ascii_case("AUTH") {
             let v = value.ok_or_else(|| syntax("AUTH= needs a mailbox or <>"))?;
             params.auth = Some(xtext_decode(v).ok_or_else(|| syntax("AUTH= is not valid xtext"))?);
+        } else if key.eq_ignore_ascii_case("RET") {
+            let v = value.ok_or_else(|| syntax("RET= needs FULL or HDRS"))?;
+            params.ret = Some(if v.eq_ignore_ascii_case("FULL") {
+                Ret::Full
+            } else if v.eq_ignore_ascii_case("HDRS") {
+                Ret::Hdrs
+            } else {
+                return Err(syntax("RET= must be FULL or HDRS"));
+            });
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            let v = value.ok_or_else(|| syntax("ENVID= needs a value"))?;
+            let envid = xtext_decode(v)
+                .filter(|e| e.len() <= 100 && !e.chars().any(char::is_control))
+                .ok_or_else(|| syntax("ENVID= must be at most 100 characters of xtext"))?;
+            params.envid = Some(envid);
         } else {
             return Err(ParseError::UnknownParameter(key.to_string()));
         }
@@ -217,12 +269,56 @@ fn parse_mail(args: &str) -> Result<Command, ParseError> {
 fn parse_rcpt(args: &str) -> Result<Command, ParseError> {
     let rest = strip_keyword(args, "TO:").ok_or_else(|| syntax("expected RCPT TO:<address>"))?;
     let (path, rest) = parse_path(rest, false)?;
-    if let Some((key, _)) = esmtp_params(rest)?.next() {
-        return Err(ParseError::UnknownParameter(key.to_string()));
+    let mut params = RcptParams::default();
+    for (key, value) in esmtp_params(rest)? {
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            let v = value.ok_or_else(|| syntax("NOTIFY= needs a value"))?;
+            params.notify = Some(notify(v)?);
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            let v = value.ok_or_else(|| syntax("ORCPT= needs addr-type;address"))?;
+            params.orcpt = Some(orcpt(v)?);
+        } else {
+            return Err(ParseError::UnknownParameter(key.to_string()));
+        }
     }
     Ok(Command::Rcpt(
         path.expect("null path refused by parse_path"),
+        params,
     ))
+}
+
+/// `NEVER`, or a comma list of `SUCCESS`, `FAILURE`, `DELAY` (RFC 3461
+/// §4.1), normalised to upper case in that order.
+fn notify(v: &str) -> Result<String, ParseError> {
+    let words: Vec<String> = v.split(',').map(str::to_ascii_uppercase).collect();
+    if words == ["NEVER"] {
+        return Ok("NEVER".into());
+    }
+    let known = ["SUCCESS", "FAILURE", "DELAY"];
+    if words.is_empty() || words.iter().any(|w| !known.contains(&w.as_str())) {
+        return Err(syntax(
+            "NOTIFY= must be NEVER or a list of SUCCESS, FAILURE and DELAY",
+        ));
+    }
+    let kept: Vec<&str> = known
+        .into_iter()
+        .filter(|k| words.iter().any(|w| w == k))
+        .collect();
+    Ok(kept.join(","))
+}
+
+/// `addr-type;xtext` (RFC 3461 §4.2): the type is an atom, the address
+/// xtext without control characters.
+fn orcpt(v: &str) -> Result<String, ParseError> {
+    let bad = || syntax("ORCPT= must be addr-type;address in xtext, like rfc822;user@example.com");
+    let (kind, address) = v.split_once(';').ok_or_else(bad)?;
+    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(bad());
+    }
+    let address = xtext_decode(address)
+        .filter(|a| !a.is_empty() && a.len() <= 500 && !a.chars().any(char::is_control))
+        .ok_or_else(bad)?;
+    Ok(format!("{kind};{address}"))
 }
 
 /// `keyword[=value]` pairs separated by spaces after a path.
@@ -328,7 +424,7 @@ mod tests {
         );
         assert_eq!(
             parse(b"rCpT tO:<x@y>").unwrap(),
-            Command::Rcpt(mb("x", "y"))
+            Command::Rcpt(mb("x", "y"), RcptParams::default())
         );
         assert_eq!(parse(b"QuIt").unwrap(), Command::Quit);
     }
@@ -381,13 +477,41 @@ mod tests {
     }
 
     #[test]
+    fn dsn_parameters_are_validated_and_decoded() {
+        let Command::Mail(_, p) = parse(b"MAIL FROM:<a@b> RET=hdrs ENVID=QQ+2B314").unwrap() else {
+            panic!("not MAIL");
+        };
+        assert_eq!(
+            (p.ret, p.envid.as_deref()),
+            (Some(Ret::Hdrs), Some("QQ+314"))
+        );
+        let Command::Rcpt(_, p) =
+            parse(b"RCPT TO:<x@y> NOTIFY=delay,Success ORCPT=rfc822;x+40y").unwrap()
+        else {
+            panic!("not RCPT");
+        };
+        assert_eq!(p.notify.as_deref(), Some("SUCCESS,DELAY"));
+        assert_eq!(p.orcpt.as_deref(), Some("rfc822;x@y"));
+        for bad in [
+            &b"MAIL FROM:<a@b> RET=ALL"[..],
+            b"MAIL FROM:<a@b> ENVID=a+0Ab",
+            b"RCPT TO:<x@y> NOTIFY=NEVER,SUCCESS",
+            b"RCPT TO:<x@y> NOTIFY=",
+            b"RCPT TO:<x@y> ORCPT=x@y",
+            b"RCPT TO:<x@y> ORCPT=rfc822;",
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Syntax(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn unknown_parameters_get_555() {
         assert!(matches!(
             parse(b"MAIL FROM:<a@b> FOO=bar"),
             Err(ParseError::UnknownParameter(_))
         ));
         assert!(matches!(
-            parse(b"RCPT TO:<a@b> NOTIFY=NEVER"),
+            parse(b"RCPT TO:<a@b> FOO=NEVER"),
             Err(ParseError::UnknownParameter(_))
         ));
         assert!(matches!(
@@ -463,7 +587,7 @@ mod tests {
     fn space_after_colon_is_tolerated() {
         assert_eq!(
             parse(b"RCPT TO: <x@y>").unwrap(),
-            Command::Rcpt(mb("x", "y"))
+            Command::Rcpt(mb("x", "y"), RcptParams::default())
         );
     }
 }

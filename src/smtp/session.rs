@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use super::command::{self, Body, Command, MailParams};
+use super::command::{self, Body, Command, MailParams, RcptParams, Ret};
 use super::path::Mailbox;
 use super::reply::{self, write_line};
 use crate::auth::sasl::{Credentials, Exchange, Mechanism, SaslError, Step};
@@ -70,6 +70,8 @@ pub struct SessionConfig {
     /// Known recipients (`--recipient-map`); `None` accepts any in an
     /// accepted domain.
     pub recipient_map: Option<std::sync::Arc<crate::policy::RecipientMap>>,
+    /// `--dsn`: EHLO offers DSN and its parameters are taken (RFC 3461).
+    pub dsn: bool,
 }
 
 impl SessionConfig {
@@ -90,6 +92,7 @@ impl SessionConfig {
             hard_error_limit: 0,
             policy_at_rcpt: false,
             recipient_map: None,
+            dsn: false,
         }
     }
 }
@@ -153,6 +156,12 @@ pub struct Envelope {
     /// A policy service said DISCARD (its text): the message is answered
     /// 250 and not stored.
     pub discard: Option<String>,
+    /// MAIL's `RET=` (DSN).
+    pub ret: Option<Ret>,
+    /// MAIL's `ENVID=` (DSN), decoded.
+    pub envid: Option<String>,
+    /// Each recipient's `NOTIFY=` and `ORCPT=`, in the order of `rcpt_to`.
+    pub rcpt_dsn: Vec<RcptParams>,
 }
 
 impl Envelope {
@@ -226,8 +235,9 @@ pub struct Session {
     errors: u32,
     /// Per-client rates; `None` is unlimited (a trusted client).
     quota: Option<Box<dyn Quota>>,
-    /// A recipient waiting for the policy service's decision.
-    pending: Option<Mailbox>,
+    /// A recipient (and its DSN parameters) waiting for the policy
+    /// service's decision.
+    pending: Option<(Mailbox, RcptParams)>,
     /// A submission listener's session: AUTH is offered once TLS is up,
     /// and MAIL needs it.
     submission: bool,
@@ -466,7 +476,7 @@ impl Session {
             Command::Helo(name) => self.hello(name, false, out),
             Command::Ehlo(name) => self.hello(name, true, out),
             Command::Mail(from, params) => self.mail(from, params, out),
-            Command::Rcpt(to) => self.rcpt(to, out),
+            Command::Rcpt(to, params) => self.rcpt(to, params, out),
             Command::Data => self.data(out),
             Command::Bdat { size, last } => self.bdat(size, last, out),
             Command::Rset => {
@@ -539,7 +549,12 @@ impl Session {
         if esmtp {
             let size = format!("SIZE {}", self.config.max_message_size);
             let starttls = self.config.starttls && self.tls.is_none();
-            write_multiline_ehlo(out, &greeting, &size, starttls, self.offers_auth());
+            let offered = [
+                (self.config.dsn, "DSN"),
+                (starttls, "STARTTLS"),
+                (self.offers_auth(), "AUTH PLAIN LOGIN"),
+            ];
+            write_multiline_ehlo(out, &greeting, &size, offered);
         } else {
             write_line(out, 250, "", &greeting, true);
         }
@@ -661,6 +676,11 @@ impl Session {
             reply::UNKNOWN_PARAMETER.write_with(out, format_args!("AUTH (not offered here)"));
             return Action::ReadCommands;
         }
+        if (params.ret.is_some() || params.envid.is_some()) && !self.config.dsn {
+            reply::UNKNOWN_PARAMETER
+                .write_with(out, format_args!("RET/ENVID (DSN is not offered here)"));
+            return Action::ReadCommands;
+        }
         match self.state {
             State::Connected => {
                 reply::BAD_SEQUENCE.write_with(out, format_args!("say HELO or EHLO first"));
@@ -704,6 +724,8 @@ impl Session {
             smtputf8: params.smtputf8,
             body: params.body,
             size: params.size,
+            ret: params.ret,
+            envid: params.envid,
             ..Envelope::default()
         };
         self.state = State::Mail;
@@ -711,7 +733,12 @@ impl Session {
         Action::ReadCommands
     }
 
-    fn rcpt(&mut self, to: Mailbox, out: &mut Vec<u8>) -> Action {
+    fn rcpt(&mut self, to: Mailbox, params: RcptParams, out: &mut Vec<u8>) -> Action {
+        if !params.is_empty() && !self.config.dsn {
+            reply::UNKNOWN_PARAMETER
+                .write_with(out, format_args!("NOTIFY/ORCPT (DSN is not offered here)"));
+            return Action::ReadCommands;
+        }
         if self.state != State::Mail {
             reply::BAD_SEQUENCE.write_with(out, format_args!("need MAIL before RCPT"));
             return Action::ReadCommands;
@@ -736,21 +763,21 @@ impl Session {
             return Action::ReadCommands;
         }
         if self.config.policy_at_rcpt {
-            self.pending = Some(to);
+            self.pending = Some((to, params));
             return Action::CheckRecipient;
         }
-        self.admit(to, out)
+        self.admit(to, params, out)
     }
 
     /// The recipient the policy service is being asked about.
     pub fn pending_recipient(&self) -> Option<&Mailbox> {
-        self.pending.as_ref()
+        self.pending.as_ref().map(|(to, _)| to)
     }
 
     /// The policy service decided about the pending recipient (a failure
     /// already turned into its `--policy-default`): the RCPT's reply.
     pub fn recipient_checked(&mut self, decision: &Decision, out: &mut Vec<u8>) -> Action {
-        let Some(to) = self.pending.take() else {
+        let Some((to, params)) = self.pending.take() else {
             return Action::ReadCommands;
         };
         let from = out.len();
@@ -767,24 +794,27 @@ impl Session {
             }
             Decision::Prepend(header) => {
                 self.envelope.prepend.push(header.clone());
-                self.admit(to, out)
+                self.admit(to, params, out)
             }
             Decision::Discard(why) => {
                 self.envelope.discard = Some(why.clone());
-                self.admit(to, out)
+                self.admit(to, params, out)
             }
-            Decision::Accept | Decision::Warn(_) | Decision::Unsupported(_) => self.admit(to, out),
+            Decision::Accept | Decision::Warn(_) | Decision::Unsupported(_) => {
+                self.admit(to, params, out)
+            }
         };
         self.after_reply(action, out, from)
     }
 
     /// The last checks of a recipient every other stage accepted.
-    fn admit(&mut self, to: Mailbox, out: &mut Vec<u8>) -> Action {
+    fn admit(&mut self, to: Mailbox, params: RcptParams, out: &mut Vec<u8>) -> Action {
         if !self.quota.as_mut().is_none_or(|q| q.recipient()) {
             reply::CLIENT_TOO_MANY_RECIPIENTS.write(out);
             return Action::ReadCommands;
         }
         self.envelope.rcpt_to.push(to);
+        self.envelope.rcpt_dsn.push(params);
         reply::RECIPIENT_OK.write(out);
         Action::ReadCommands
     }
@@ -977,7 +1007,12 @@ fn allowed_while_chunking(cmd: &Command) -> bool {
 }
 
 /// The EHLO reply: greeting line, then one line per extension.
-fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls: bool, auth: bool) {
+fn write_multiline_ehlo(
+    out: &mut Vec<u8>,
+    greeting: &str,
+    size: &str,
+    optional: [(bool, &str); 3],
+) {
     let always = [
         greeting,
         "PIPELINING",
@@ -987,8 +1022,7 @@ fn write_multiline_ehlo(out: &mut Vec<u8>, greeting: &str, size: &str, starttls:
         "ENHANCEDSTATUSCODES",
         "CHUNKING",
     ];
-    let optional = [(starttls, "STARTTLS"), (auth, "AUTH PLAIN LOGIN")];
-    let mut lines = [""; 9];
+    let mut lines = [""; 10];
     lines[..always.len()].copy_from_slice(&always);
     let mut n = always.len();
     for (offered, line) in optional {

@@ -731,3 +731,34 @@ fn submission_survives_starttls_and_auth_does_not_carry_over_a_new_session() {
     assert!(t.send("EHLO c.test").0.contains("AUTH PLAIN LOGIN"));
     assert_eq!(t.s.auth(), None);
 }
+
+#[test]
+fn dsn_is_offered_and_kept_only_with_dsn_on() {
+    let mut t = T::new();
+    assert!(!t.send("EHLO c.test").0.contains("DSN"));
+    assert_eq!(t.code("MAIL FROM:<a@x.test> RET=HDRS"), 555);
+    assert_eq!(t.code("MAIL FROM:<a@x.test>"), 250);
+    assert_eq!(t.code("RCPT TO:<b@ok.test> NOTIFY=NEVER"), 555);
+    let mut t = T::with(SessionConfig {
+        dsn: true,
+        ..config()
+    });
+    let (ehlo, _) = t.send("EHLO c.test");
+    assert!(ehlo.ends_with("250-CHUNKING\r\n250 DSN\r\n"), "{ehlo}");
+    assert_eq!(t.code("MAIL FROM:<a@x.test> RET=HDRS ENVID=Q+2B1"), 250);
+    assert_eq!(t.code("RCPT TO:<b@ok.test>"), 250);
+    assert_eq!(
+        t.code("RCPT TO:<c@ok.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;C+40ok.test"),
+        250
+    );
+    let env = t.s.envelope();
+    assert_eq!(env.ret, Some(super::command::Ret::Hdrs));
+    assert_eq!(env.envid.as_deref(), Some("Q+1"));
+    assert_eq!(env.rcpt_dsn.len(), 2);
+    assert!(env.rcpt_dsn[0].is_empty());
+    assert_eq!(env.rcpt_dsn[1].notify.as_deref(), Some("SUCCESS,FAILURE"));
+    assert_eq!(env.rcpt_dsn[1].orcpt.as_deref(), Some("rfc822;C@ok.test"));
+    // A refused recipient leaves no DSN entry behind.
+    assert_eq!(t.code("RCPT TO:<d@elsewhere.test> NOTIFY=NEVER"), 550);
+    assert_eq!(t.s.envelope().rcpt_dsn.len(), 2);
+}

@@ -9,7 +9,10 @@
 //! Version 2 adds tagged fields after the recipients (`u16` tag, then a
 //! length-prefixed string), so later fields need no new version; a reader
 //! skips tags it does not know. Tag 1 is the spam filter's verdict, tag 2
-//! the user who authenticated (SMTP AUTH).
+//! the user who authenticated (SMTP AUTH), tags 3 to 5 the DSN requests
+//! (RFC 3461): `RET`, `ENVID`, and for each recipient that had any
+//! `index TAB notify TAB orcpt` (empty where absent; the values hold no
+//! control characters, the parser refuses them).
 //! Version 1 records (no tagged fields) still read.
 
 use std::net::SocketAddr;
@@ -22,6 +25,10 @@ const VERSION: u8 = 2;
 const TAG_SPAM: u16 = 1;
 /// Tag of the authenticated user.
 const TAG_AUTH: u16 = 2;
+/// Tags of the DSN requests.
+const TAG_DSN_RET: u16 = 3;
+const TAG_DSN_ENVID: u16 = 4;
+const TAG_DSN_RCPT: u16 = 5;
 
 /// The envelope as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +55,50 @@ pub struct StoredEnvelope {
     pub spam: Option<SpamVerdict>,
     /// The user who authenticated (SMTP AUTH), if any.
     pub auth: Option<String>,
+    /// The DSN requests, when the client made any.
+    pub dsn: Option<Dsn>,
+}
+
+/// What the client asked of delivery status notifications (RFC 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    /// `FULL` or `HDRS`.
+    pub ret: Option<String>,
+    /// The envelope id, decoded.
+    pub envid: Option<String>,
+    /// One per recipient, in the order of `rcpt_to`.
+    pub rcpt: Vec<RcptDsn>,
+}
+
+/// One recipient's DSN requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptDsn {
+    /// `NEVER` or a list of `SUCCESS,FAILURE,DELAY`.
+    pub notify: Option<String>,
+    /// `addr-type;address`, decoded.
+    pub orcpt: Option<String>,
+}
+
+impl Dsn {
+    /// The envelope's DSN requests; `None` when there are none.
+    pub fn of(env: &Envelope) -> Option<Dsn> {
+        let any_rcpt = env.rcpt_dsn.iter().any(|p| !p.is_empty());
+        if env.ret.is_none() && env.envid.is_none() && !any_rcpt {
+            return None;
+        }
+        Some(Dsn {
+            ret: env.ret.map(|r| r.as_str().to_string()),
+            envid: env.envid.clone(),
+            rcpt: env
+                .rcpt_dsn
+                .iter()
+                .map(|p| RcptDsn {
+                    notify: p.notify.clone(),
+                    orcpt: p.orcpt.clone(),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// A spam filter's verdict as stored: rspamd's action name, and its score
@@ -100,13 +151,32 @@ impl StoredEnvelope {
         for r in &self.rcpt_to {
             put_str(out, r);
         }
-        let tags = u32::from(self.spam.is_some()) + u32::from(self.auth.is_some());
-        out.extend_from_slice(&tags.to_le_bytes());
+        let mut tagged: Vec<(u16, std::borrow::Cow<'_, str>)> = Vec::new();
         if let Some(s) = &self.spam {
-            put_tagged(out, TAG_SPAM, &format!("{} {}", s.action, s.score));
+            tagged.push((TAG_SPAM, format!("{} {}", s.action, s.score).into()));
         }
         if let Some(user) = &self.auth {
-            put_tagged(out, TAG_AUTH, user);
+            tagged.push((TAG_AUTH, user.into()));
+        }
+        if let Some(dsn) = &self.dsn {
+            if let Some(ret) = &dsn.ret {
+                tagged.push((TAG_DSN_RET, ret.into()));
+            }
+            if let Some(envid) = &dsn.envid {
+                tagged.push((TAG_DSN_ENVID, envid.into()));
+            }
+            for (i, r) in dsn.rcpt.iter().enumerate() {
+                if r.notify.is_some() || r.orcpt.is_some() {
+                    let (n, o) = (r.notify.as_deref(), r.orcpt.as_deref());
+                    let value = format!("{i}\t{}\t{}", n.unwrap_or(""), o.unwrap_or(""));
+                    tagged.push((TAG_DSN_RCPT, value.into()));
+                }
+            }
+        }
+        out.extend_from_slice(&(tagged.len() as u32).to_le_bytes());
+        for (tag, value) in &tagged {
+            out.extend_from_slice(&tag.to_le_bytes());
+            put_str(out, value);
         }
     }
 
@@ -130,7 +200,7 @@ impl StoredEnvelope {
         for _ in 0..n {
             rcpt_to.push(c.string()?);
         }
-        let (mut spam, mut auth) = (None, None);
+        let (mut spam, mut auth, mut dsn) = (None, None, None::<Dsn>);
         if version >= 2 {
             for _ in 0..c.u32()? {
                 let tag = u16::from_le_bytes(c.take(2)?.try_into().expect("2"));
@@ -143,6 +213,27 @@ impl StoredEnvelope {
                     });
                 } else if tag == TAG_AUTH {
                     auth = Some(value);
+                } else if (TAG_DSN_RET..=TAG_DSN_RCPT).contains(&tag) {
+                    let d = dsn.get_or_insert_with(|| Dsn {
+                        rcpt: vec![RcptDsn::default(); rcpt_to.len()],
+                        ..Dsn::default()
+                    });
+                    match tag {
+                        TAG_DSN_RET => d.ret = Some(value),
+                        TAG_DSN_ENVID => d.envid = Some(value),
+                        _ => {
+                            let mut f = value.splitn(3, '\t');
+                            let slot = f
+                                .next()
+                                .and_then(|i| i.parse::<usize>().ok())
+                                .and_then(|i| d.rcpt.get_mut(i))
+                                .ok_or(DecodeError("DSN field for no recipient"))?;
+                            let some =
+                                |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_string);
+                            slot.notify = some(f.next());
+                            slot.orcpt = some(f.next());
+                        }
+                    }
                 }
             }
         }
@@ -159,15 +250,11 @@ impl StoredEnvelope {
                 rcpt_to,
                 spam,
                 auth,
+                dsn,
             },
             c.0,
         ))
     }
-}
-
-fn put_tagged(out: &mut Vec<u8>, tag: u16, value: &str) {
-    out.extend_from_slice(&tag.to_le_bytes());
-    put_str(out, value);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -219,6 +306,7 @@ mod tests {
             rcpt_to: vec!["a@b".into(), "josé@c".into()],
             spam: None,
             auth: None,
+            dsn: None,
         };
         let mut buf = Vec::new();
         env.encode(&mut buf);
@@ -233,6 +321,17 @@ mod tests {
                 score: "7.50".into(),
             }),
             auth: Some("alice@fleet.test".into()),
+            dsn: Some(Dsn {
+                ret: Some("HDRS".into()),
+                envid: Some("QQ314159".into()),
+                rcpt: vec![
+                    RcptDsn::default(),
+                    RcptDsn {
+                        notify: Some("SUCCESS,FAILURE".into()),
+                        orcpt: Some("rfc822;b@x.test".into()),
+                    },
+                ],
+            }),
             ..env.clone()
         };
         let mut buf = Vec::new();
@@ -257,6 +356,7 @@ mod tests {
             rcpt_to: vec!["r".into()],
             spam: None,
             auth: None,
+            dsn: None,
         };
         let mut v2 = Vec::new();
         env.encode(&mut v2);

@@ -30,6 +30,23 @@ pub fn rfc3339(micros: u64) -> String {
     )
 }
 
+/// The DSN requests: `ret`, `envid` and one `{notify, orcpt}` per
+/// recipient, with nulls where the client asked nothing.
+fn dsn_json(e: &crate::spool::StoredEnvelope) -> serde_json::Value {
+    let none = crate::spool::envelope::Dsn::default();
+    let dsn = e.dsn.as_ref().unwrap_or(&none);
+    let rcpt: Vec<serde_json::Value> = (0..e.rcpt_to.len())
+        .map(|i| {
+            let r = dsn.rcpt.get(i);
+            serde_json::json!({
+                "notify": r.and_then(|r| r.notify.as_ref()),
+                "orcpt": r.and_then(|r| r.orcpt.as_ref()),
+            })
+        })
+        .collect();
+    serde_json::json!({"ret": dsn.ret, "envid": dsn.envid, "rcpt": rcpt})
+}
+
 /// One JSON object (one line) for a message.
 pub fn jsonl_line(m: &Found, data: &[u8]) -> String {
     let e = &m.envelope;
@@ -43,6 +60,7 @@ pub fn jsonl_line(m: &Found, data: &[u8]) -> String {
         "rcpt_to": e.rcpt_to,
         "size": e.size,
         "auth": e.auth,
+        "dsn": dsn_json(e),
         "spam": e.spam.as_ref().map(|s| serde_json::json!({"action": s.action, "score": s.score})),
         "data_b64": base64::engine::general_purpose::STANDARD.encode(data),
     });
@@ -139,6 +157,7 @@ mod tests {
                 rcpt_to: vec!["c@d".into()],
                 spam: None,
                 auth: None,
+                dsn: None,
             },
             segment: 1,
             offset: 0,

@@ -27,6 +27,7 @@ pub fn commit(id: u64, chunks: u32, inline: &[u8]) -> Vec<u8> {
         rcpt_to: vec!["c@d".into()],
         spam: None,
         auth: None,
+        dsn: None,
     };
     let mut payload = Vec::new();
     env.encode(&mut payload);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, Directory, OpenOptions};
 
-use super::envelope::{Origin, StoredEnvelope};
+use super::envelope::{Dsn, Origin, StoredEnvelope};
 use super::id::{now_micros, IdGenerator, QueueId};
 use super::record::{self, Kind};
 use super::walk::segment_path;
@@ -538,6 +538,7 @@ impl MessageWriter {
                 .collect(),
             spam: origin.spam.cloned(),
             auth: origin.auth.map(str::to_string),
+            dsn: Dsn::of(origin.envelope),
         };
         let mut head = Vec::with_capacity(128);
         envelope.encode(&mut head);

@@ -465,3 +465,234 @@ fn bad_submission_settings_stop_start_up_with_a_sentence() {
     let e = with_tls(&["--submission", "127.0.0.1:0", "--auth-dovecot", "tcp:x"]);
     assert!(e.contains("expected inet:HOST:PORT or unix:PATH"), "{e}");
 }
+
+/// The services a private Postfix needs to take mail on `SMTPD` and relay
+/// it (no chroot: the queue lives in a temporary directory).
+const POSTFIX_MASTER_CF: &str = "\
+SMTPD inet n - n - - smtpd
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+local unix - n n - - local
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+";
+
+/// A private Postfix relaying everything to `relayhost` with SMTP AUTH
+/// (`smtp_sasl_auth_enable`) over TLS, as a Postfix in front of sluice's
+/// submission port would; it takes mail on a loopback port.
+struct Postfix {
+    config: PathBuf,
+    smtpd: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .output();
+    }
+}
+
+impl Postfix {
+    fn start(relayhost: SocketAddr, user: &str, password: &str) -> Option<Postfix> {
+        let bin = peer_program("postfix")?;
+        // SAFETY: getuid(2) has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("SKIPPED: Postfix's master must start as root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let config = d.join("etc");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::create_dir_all(d.join("queue")).unwrap();
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        let chown = Command::new("chown")
+            .arg("postfix")
+            .arg(d.join("data"))
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let smtpd = loopback(free_port());
+        std::fs::write(
+            config.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\n\
+                 mail_owner = postfix\nsetgid_group = postdrop\nmyhostname = relay.test\n\
+                 mydestination =\ninet_interfaces = loopback-only\ninet_protocols = ipv4\n\
+                 mynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject\n\
+                 relayhost = [{ip}]:{port}\nsmtp_sasl_auth_enable = yes\n\
+                 smtp_sasl_password_maps = static:{user}:{password}\n\
+                 smtp_sasl_security_options = noanonymous\n\
+                 smtp_sasl_tls_security_options = noanonymous\nsmtp_tls_security_level = encrypt\n\
+                 smtp_dns_support_level = disabled\nmaillog_file_prefixes = {d}\n\
+                 maillog_file = {d}/maillog\nalias_maps =\nalias_database =\n",
+                d = d.display(),
+                ip = relayhost.ip(),
+                port = relayhost.port(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            config.join("master.cf"),
+            POSTFIX_MASTER_CF.replace("SMTPD", &smtpd.to_string()),
+        )
+        .unwrap();
+        let out = Command::new(bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("start")
+            .output()
+            .unwrap();
+        let p = Postfix { config, smtpd, dir };
+        assert!(out.status.success(), "postfix start: {}", p.log());
+        wait_listening(smtpd);
+        Some(p)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn postfix_relays_through_submission_with_sasl_and_its_dsn_requests_are_kept() {
+    let s = Submission::start(None, &["--dsn"]);
+    let Some(postfix) = Postfix::start(s.submission, "alice", "secret") else {
+        return;
+    };
+    let mut c = Client::connect(postfix.smtpd);
+    assert!(c.cmd("EHLO app.test").contains("250-DSN"));
+    assert_eq!(
+        code_of(&c.cmd("MAIL FROM:<app@fleet.test> RET=HDRS ENVID=QQ+2B314159")),
+        250
+    );
+    assert_eq!(
+        code_of(&c.cmd("RCPT TO:<ops@elsewhere.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Ops+40elsewhere.example")),
+        250
+    );
+    assert_eq!(
+        code_of(&c.cmd("RCPT TO:<quiet@elsewhere.example> NOTIFY=NEVER")),
+        250
+    );
+    assert_eq!(code_of(&c.cmd("RCPT TO:<plain@elsewhere.example>")), 250);
+    assert_eq!(code_of(&c.cmd("DATA")), 354);
+    assert_eq!(
+        code_of(&c.cmd("Subject: relayed\r\n\r\nthrough postfix\r\n.")),
+        250
+    );
+    c.cmd("QUIT");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let got = loop {
+        let got = exported(&s.server.spool);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "Postfix did not relay:\n{}",
+            postfix.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(got.len(), 1, "one message, three recipients");
+    let (env, data) = got.into_values().next().unwrap();
+    assert_eq!(env["auth"], serde_json::json!("alice"));
+    // Postfix passes the requests on (in its own recipient order), with
+    // an ORCPT for the recipient that gave none.
+    assert_eq!(env["dsn"]["ret"], serde_json::json!("HDRS"));
+    assert_eq!(env["dsn"]["envid"], serde_json::json!("QQ+314159"));
+    let mut per_rcpt: Vec<(String, serde_json::Value)> = rcpt_to(&env)
+        .iter()
+        .zip(
+            env["dsn"]["rcpt"]
+                .as_array()
+                .expect("one entry per recipient"),
+        )
+        .map(|(r, d)| (r.to_string(), d.clone()))
+        .collect();
+    per_rcpt.sort_by(|a, b| a.0.cmp(&b.0));
+    let entry = |notify: serde_json::Value, orcpt: &str| serde_json::json!({"notify": notify, "orcpt": orcpt});
+    assert_eq!(
+        per_rcpt,
+        [
+            (
+                "ops@elsewhere.example".to_string(),
+                entry("SUCCESS,FAILURE".into(), "rfc822;Ops@elsewhere.example")
+            ),
+            (
+                "plain@elsewhere.example".to_string(),
+                entry(serde_json::Value::Null, "rfc822;plain@elsewhere.example")
+            ),
+            (
+                "quiet@elsewhere.example".to_string(),
+                entry("NEVER".into(), "rfc822;quiet@elsewhere.example")
+            ),
+        ],
+        "{}",
+        postfix.log()
+    );
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("by relay.test (Postfix)"), "{text}");
+    assert!(text.contains("with ESMTPSA (TLS"), "{text}");
+}
+
+#[test]
+fn the_drain_carries_the_user_and_the_dsn_requests_as_nats_headers() {
+    let Some(cluster) = crate::nats::Cluster::single() else {
+        return;
+    };
+    let s = Submission::start(None, &["--dsn"]);
+    let mut c = s.over_tls();
+    assert_eq!(
+        code_of(&c.cmd(&format!("AUTH PLAIN {}", plain("alice", "secret")))),
+        235
+    );
+    assert_eq!(
+        code_of(&c.cmd("MAIL FROM:<app@fleet.test> RET=FULL ENVID=run+3D7")),
+        250
+    );
+    assert_eq!(code_of(&c.cmd("RCPT TO:<a@elsewhere.example>")), 250);
+    assert_eq!(
+        code_of(
+            &c.cmd("RCPT TO:<b@elsewhere.example> NOTIFY=DELAY ORCPT=rfc822;b+40elsewhere.example")
+        ),
+        250
+    );
+    assert_eq!(code_of(&c.cmd("DATA")), 354);
+    let id = queued_id(&c.cmd("Subject: drained\r\n\r\nhello\r\n."));
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let _drain = crate::nats::Drain::start(&s.server.spool, &urls, &[], dir.path().join("d.log"));
+    let messages = crate::nats::eventually(std::time::Duration::from_secs(60), "1 message", || {
+        crate::nats::read_stream(&urls, "MAIL").filter(|m| !m.is_empty())
+    });
+    let m = &messages[0];
+    assert_eq!(m.header("Sluice-Queue-Id"), id);
+    assert_eq!(m.header("Sluice-Auth"), "alice");
+    assert_eq!(m.header("Sluice-Dsn-Ret"), "FULL");
+    assert_eq!(m.header("Sluice-Dsn-Envid"), "run=7");
+    assert_eq!(
+        m.header("Sluice-Dsn-Rcpt"),
+        "1 NOTIFY=DELAY ORCPT=rfc822;b@elsewhere.example"
+    );
+}
