@@ -61,6 +61,16 @@ impl Wire {
     }
 }
 
+/// How a connection is secured.
+#[derive(Debug, Clone)]
+pub enum Security {
+    Plain,
+    /// STARTTLS after the first EHLO (then EHLO again).
+    StartTls(Arc<ClientConfig>),
+    /// TLS from the first byte (submissions, port 465).
+    Implicit(Arc<ClientConfig>),
+}
+
 /// An open SMTP connection.
 pub struct Client {
     stream: Wire,
@@ -75,17 +85,45 @@ pub struct Client {
 const COPY_LIMIT: usize = 64 << 10;
 
 impl Client {
-    /// Connects, reads the 220 greeting and says EHLO; with `tls`, then
-    /// STARTTLS, the handshake and EHLO again.
+    /// Connects (with implicit TLS, runs the handshake first), reads the
+    /// 220 greeting and says EHLO; with STARTTLS, then STARTTLS, the
+    /// handshake and EHLO again; with `auth` (a base64 PLAIN response),
+    /// then AUTH PLAIN, which must get 235.
     pub async fn connect(
         target: SocketAddr,
         helo: &str,
         timeout: Duration,
-        tls: Option<&Arc<ClientConfig>>,
+        security: &Security,
+        auth: Option<&str>,
+    ) -> io::Result<Client> {
+        let mut c = Client::open(target, helo, timeout, security).await?;
+        if let Some(plain) = auth {
+            c.command(&format!("AUTH PLAIN {plain}\r\n"), 235, "AUTH refused")
+                .await?;
+        }
+        Ok(c)
+    }
+
+    async fn open(
+        target: SocketAddr,
+        helo: &str,
+        timeout: Duration,
+        security: &Security,
     ) -> io::Result<Client> {
         let stream = rt::timeout(timeout, TcpStream::connect(target)).await?;
+        let name = ServerName::IpAddress(target.ip().into());
+        let stream = match security {
+            Security::Implicit(config) => Wire::Tls(Box::new(
+                rt::timeout(
+                    timeout,
+                    TlsWire::handshake(stream, config.clone(), name.clone()),
+                )
+                .await?,
+            )),
+            _ => Wire::Plain(stream),
+        };
         let mut c = Client {
-            stream: Wire::Plain(stream),
+            stream,
             input: Vec::with_capacity(4096),
             out: Vec::with_capacity(4096),
             timeout,
@@ -96,7 +134,7 @@ impl Client {
         }
         c.command(&format!("EHLO {helo}\r\n"), 250, "EHLO refused")
             .await?;
-        let Some(config) = tls else {
+        let Security::StartTls(config) = security else {
             return Ok(c);
         };
         c.command("STARTTLS\r\n", 220, "STARTTLS refused").await?;
@@ -108,7 +146,6 @@ impl Client {
         let Wire::Plain(tcp) = c.stream else {
             unreachable!("TLS starts once");
         };
-        let name = ServerName::IpAddress(target.ip().into());
         let wire = rt::timeout(timeout, TlsWire::handshake(tcp, config.clone(), name)).await?;
         let mut c = Client {
             stream: Wire::Tls(Box::new(wire)),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use client::Mode;
+use client::{Mode, Security};
 use run::{Settings, Shared};
 use stats::Report;
 use workload::parse_size_spec;
@@ -98,10 +98,18 @@ struct Opt {
     /// are): this is a load tool, not a mail client.
     #[arg(long)]
     tls: bool,
-    /// PEM file with the certificates to trust for --tls (verifies the
-    /// chain for the target's IP address).
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    /// TLS from the first byte, as on a submissions port (465); the same
+    /// certificate checks as --tls.
+    #[arg(long, conflicts_with = "tls")]
+    implicit_tls: bool,
+    /// PEM file with the certificates to trust for --tls or
+    /// --implicit-tls (verifies the chain for the target's IP address).
+    #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
+    /// AUTH PLAIN as USER:PASS on every connection (after TLS), as on a
+    /// submission port; a refusal is a connection error.
+    #[arg(long, value_name = "USER:PASS")]
+    auth: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -160,11 +168,17 @@ fn cpus(spec: Option<&str>) -> Result<Vec<usize>> {
     Ok(v)
 }
 
-/// Checks that the target answers with an SMTP greeting.
-fn probe(target: SocketAddr, timeout: Duration) -> Result<()> {
+/// Checks that the target answers with an SMTP greeting (with implicit
+/// TLS the greeting comes after the handshake: only the connect is
+/// checked here, and a server that does not speak TLS fails every
+/// connection with the handshake's error).
+fn probe(target: SocketAddr, timeout: Duration, implicit_tls: bool) -> Result<()> {
     use std::io::Read;
     let mut s = TcpStream::connect_timeout(&target, timeout)
         .with_context(|| format!("cannot connect to {target}"))?;
+    if implicit_tls {
+        return Ok(());
+    }
     s.set_read_timeout(Some(timeout))?;
     let mut buf = [0u8; 512];
     let n = s
@@ -229,11 +243,33 @@ fn settings(o: &Opt) -> Result<Settings> {
         rate: o.rate,
         verify: o.verify,
         io_timeout: o.io_timeout,
-        tls: match o.tls {
-            true => Some(tls::client_config(o.tls_ca.as_deref())?),
-            false => None,
-        },
+        security: security(o)?,
+        auth: o.auth.as_deref().map(plain_response).transpose()?,
     })
+}
+
+/// `--tls`, `--implicit-tls` and `--tls-ca`.
+fn security(o: &Opt) -> Result<Security> {
+    if o.tls_ca.is_some() && !o.tls && !o.implicit_tls {
+        bail!("--tls-ca needs --tls or --implicit-tls");
+    }
+    Ok(match (o.tls, o.implicit_tls) {
+        (true, _) => Security::StartTls(tls::client_config(o.tls_ca.as_deref())?),
+        (_, true) => Security::Implicit(tls::client_config(o.tls_ca.as_deref())?),
+        _ => Security::Plain,
+    })
+}
+
+/// `USER:PASS` as the base64 response of AUTH PLAIN (RFC 4616).
+fn plain_response(userpass: &str) -> Result<String> {
+    use base64::Engine as _;
+    let Some((user, pass)) = userpass.split_once(':') else {
+        bail!("--auth wants USER:PASS");
+    };
+    if user.is_empty() {
+        bail!("--auth wants USER:PASS with a user");
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}")))
 }
 
 fn main() -> ExitCode {
@@ -253,6 +289,7 @@ fn real_main(o: &Opt) -> Result<bool> {
     probe(
         settings.target,
         settings.io_timeout.min(Duration::from_secs(10)),
+        matches!(settings.security, Security::Implicit(_)),
     )?;
     let shared = Arc::new(Shared::new(&settings));
     let progress = !o.quiet && std::io::stderr().is_terminal();
@@ -304,14 +341,19 @@ fn real_main(o: &Opt) -> Result<bool> {
     let report = Report {
         target: &o.target,
         settings: format!(
-            "{} connections, {} cores, {:?} mode, pipelining {}, size {}, {} recipient(s){}{}",
+            "{} connections, {} cores, {:?} mode, pipelining {}, size {}, {} recipient(s){}{}{}",
             s.connections,
             s.cpus.len(),
             s.mode,
             o.pipelining,
             o.size,
             s.recipients,
-            if s.tls.is_some() { ", STARTTLS" } else { "" },
+            match s.security {
+                Security::Plain => "",
+                Security::StartTls(_) => ", STARTTLS",
+                Security::Implicit(_) => ", implicit TLS",
+            },
+            if s.auth.is_some() { ", AUTH" } else { "" },
             s.rate
                 .map_or(String::new(), |r| format!(", open loop at {r} msg/s"))
         ),

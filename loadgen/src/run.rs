@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Mode, Outcome};
+use crate::client::{Client, Mode, Outcome, Security};
 use crate::rt;
 use crate::stats::{CoreStats, Live};
 use crate::workload::{message_header, SizeSpec, Workload};
@@ -44,8 +44,10 @@ pub struct Settings {
     pub rate: Option<f64>,
     pub verify: bool,
     pub io_timeout: Duration,
-    /// STARTTLS on every connection.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Plain, STARTTLS or implicit TLS on every connection.
+    pub security: Security,
+    /// `AUTH PLAIN` on every connection: the base64 response.
+    pub auth: Option<String>,
 }
 
 /// State shared by all cores.
@@ -196,19 +198,26 @@ impl Conn {
         let mut backoff = Duration::from_millis(50);
         let mut header = Vec::with_capacity(512);
         'connect: while !self.shared.finished() {
-            let mut client =
-                match Client::connect(s.target, &s.helo, s.io_timeout, s.tls.as_ref()).await {
-                    Ok(c) => {
-                        backoff = Duration::from_millis(50);
-                        c
-                    }
-                    Err(e) => {
-                        self.connection_error(live, &e);
-                        rt::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                        continue;
-                    }
-                };
+            let mut client = match Client::connect(
+                s.target,
+                &s.helo,
+                s.io_timeout,
+                &s.security,
+                s.auth.as_deref(),
+            )
+            .await
+            {
+                Ok(c) => {
+                    backoff = Duration::from_millis(50);
+                    c
+                }
+                Err(e) => {
+                    self.connection_error(live, &e);
+                    rt::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
             let mut on_this = 0u64;
             loop {
                 if self.shared.finished() || !self.shared.claim() {

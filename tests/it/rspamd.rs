@@ -75,7 +75,7 @@ impl Rspamd {
             .stderr(Stdio::null())
             .spawn()
             .expect("start rspamd");
-        wait_listening(addr);
+        wait_listening_within(addr, Duration::from_secs(90));
         Some(Rspamd {
             child,
             addr,

@@ -696,3 +696,105 @@ fn the_drain_carries_the_user_and_the_dsn_requests_as_nats_headers() {
         "1 NOTIFY=DELAY ORCPT=rfc822;b@elsewhere.example"
     );
 }
+
+/// Runs the load generator against `target` with `args`; its exit code,
+/// JSON report (when it printed one) and stderr.
+fn loadgen(target: SocketAddr, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = Command::new(crate::loadgen::loadgen())
+        .args([
+            "--target",
+            &target.to_string(),
+            "--json",
+            "--quiet",
+            "--cores",
+            "1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn loadgen_authenticates_every_connection_over_starttls_and_implicit_tls() {
+    let s = Submission::start(None, &[]);
+    let ca = s.tls.cert.to_str().unwrap();
+    let common = [
+        "--connections",
+        "4",
+        "--messages-per-connection",
+        "9",
+        "--verify",
+        "--tls-ca",
+        ca,
+    ];
+    let (code, r, err) = loadgen(
+        s.submission,
+        &[
+            &common[..],
+            &["--messages", "120", "--tls", "--auth", "alice:secret"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (code, &r["sent"]),
+        (Some(0), &serde_json::json!(120)),
+        "{r} {err}"
+    );
+    let (code, r, err) = loadgen(
+        s.submissions,
+        &[
+            &common[..],
+            &[
+                "--messages",
+                "60",
+                "--implicit-tls",
+                "--auth",
+                "bob:hunter2",
+                "--mode",
+                "bdat",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (code, &r["sent"]),
+        (Some(0), &serde_json::json!(60)),
+        "{r} {err}"
+    );
+    let stored = exported(&s.server.spool);
+    assert_eq!(stored.len(), 180);
+    let mut by_user = std::collections::BTreeMap::new();
+    for (id, (env, data)) in &stored {
+        crate::loadgen::check_loadgen_checksum(id, data);
+        *by_user
+            .entry(env["auth"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_user,
+        [("alice".to_string(), 120), ("bob".to_string(), 60)].into()
+    );
+    // A wrong password is a connection error, with the server's words.
+    let (code, _, err) = loadgen(
+        s.submissions,
+        &[
+            "--messages",
+            "3",
+            "--connections",
+            "1",
+            "--max-time",
+            "5s",
+            "--implicit-tls",
+            "--auth",
+            "bob:nope",
+        ],
+    );
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("AUTH refused: 535"), "{err}");
+}

@@ -451,9 +451,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until something accepts connections on `addr`.
+/// Waits (up to 20 s) until something accepts connections on `addr`.
 pub fn wait_listening(addr: SocketAddr) {
-    let until = Instant::now() + Duration::from_secs(20);
+    wait_listening_within(addr, Duration::from_secs(20));
+}
+
+/// [`wait_listening`] for a peer that may be slow to start on a busy
+/// machine (rspamd loads its maps and rules first).
+pub fn wait_listening_within(addr: SocketAddr, limit: Duration) {
+    let until = Instant::now() + limit;
     while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < until, "nothing listens on {addr}");
         std::thread::sleep(Duration::from_millis(20));
