@@ -14,12 +14,13 @@ pub fn loadgen() -> std::path::PathBuf {
     )
 }
 
-/// Runs a load and returns its JSON report.
-fn load(s: &Server, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(loadgen())
+/// Runs the load generator on one core against `target`, JSON report
+/// on stdout.
+pub fn run_against(target: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new(loadgen())
         .args([
             "--target",
-            &s.addr.to_string(),
+            &target.to_string(),
             "--json",
             "--quiet",
             "--cores",
@@ -27,7 +28,12 @@ fn load(s: &Server, args: &[&str]) -> serde_json::Value {
         ])
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs a load and returns its JSON report.
+fn load(s: &Server, args: &[&str]) -> serde_json::Value {
+    let out = run_against(s.addr, args);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -129,7 +129,7 @@ fn postfwd() -> Option<Peer> {
     })
 }
 
-fn service(addr: SocketAddr) -> String {
+pub fn service(addr: SocketAddr) -> String {
     format!("inet:{addr}")
 }
 
@@ -268,14 +268,14 @@ fn postfwd_rules_reject_defer_reply_prepend_and_discard_at_rcpt_and_at_the_end_o
 
 /// A policy service that misbehaves the way `answer` says, and records
 /// what it was sent and how many connections it got.
-struct FakeService {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
+pub struct FakeService {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<String>>>,
     connections: Arc<Mutex<usize>>,
 }
 
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub enum Behaviour {
     /// Answers every request with this.
     Answer(&'static str),
     /// Reads requests and never answers.
@@ -283,7 +283,7 @@ enum Behaviour {
 }
 
 impl FakeService {
-    fn start(behaviour: Behaviour) -> FakeService {
+    pub fn start(behaviour: Behaviour) -> FakeService {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));

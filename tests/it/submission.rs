@@ -700,18 +700,7 @@ fn the_drain_carries_the_user_and_the_dsn_requests_as_nats_headers() {
 /// Runs the load generator against `target` with `args`; its exit code,
 /// JSON report (when it printed one) and stderr.
 fn loadgen(target: SocketAddr, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
-    let out = Command::new(crate::loadgen::loadgen())
-        .args([
-            "--target",
-            &target.to_string(),
-            "--json",
-            "--quiet",
-            "--cores",
-            "1",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = crate::loadgen::run_against(target, args);
     let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (
         out.status.code(),
@@ -797,4 +786,58 @@ fn loadgen_authenticates_every_connection_over_starttls_and_implicit_tls() {
     );
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("AUTH refused: 535"), "{err}");
+}
+
+#[test]
+fn the_policy_service_is_told_the_sasl_username() {
+    use crate::policy::{service, Behaviour, FakeService};
+    let fake = FakeService::start(Behaviour::Answer("action=DUNNO\n\n"));
+    let s = Submission::start(None, &["--policy-service", &service(fake.addr)]);
+    let mut c = s.over_tls();
+    assert_eq!(
+        code_of(&c.cmd(&format!("AUTH PLAIN {}", plain("bob", "hunter2")))),
+        235
+    );
+    assert_eq!(code_of(&c.cmd("MAIL FROM:<app@fleet.test>")), 250);
+    assert_eq!(code_of(&c.cmd("RCPT TO:<x@elsewhere.example>")), 250);
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0].lines().any(|l| l == "sasl_username=bob"),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[0]
+            .lines()
+            .any(|l| l.starts_with("encryption_protocol=TLS")),
+        "{}",
+        requests[0]
+    );
+}
+
+#[test]
+fn sighup_rereads_the_users_file_and_a_bad_one_is_refused() {
+    let s = Submission::start(None, &[]);
+    let users = s._dir.path().join("users");
+    let try_login = |password: &str| {
+        let mut c = s.over_tls();
+        code_of(&c.cmd(&format!("AUTH PLAIN {}", plain("alice", password))))
+    };
+    assert_eq!(try_login("secret"), 235);
+    let changed = bcrypt::hash("changed", 4).unwrap();
+    std::fs::write(&users, format!("alice:{changed}\n")).unwrap();
+    crate::support::signal(s.server.child.id(), libc::SIGHUP);
+    s.server
+        .wait_for_log("core 0: new sessions use configuration generation 1");
+    assert_eq!(try_login("secret"), 535);
+    assert_eq!(try_login("changed"), 235);
+    std::fs::write(&users, "alice:not-a-hash\n").unwrap();
+    crate::support::signal(s.server.child.id(), libc::SIGHUP);
+    let refused = s.server.wait_for_log("reload refused");
+    assert!(
+        refused.contains("line 1: the hash of \"alice\""),
+        "{refused}"
+    );
+    assert_eq!(try_login("changed"), 235, "the running file stays");
 }
