@@ -841,3 +841,41 @@ fn sighup_rereads_the_users_file_and_a_bad_one_is_refused() {
     );
     assert_eq!(try_login("changed"), 235, "the running file stays");
 }
+
+#[test]
+fn implicit_tls_behind_a_proxy_header_starts_after_it() {
+    let s = Submission::start(None, &["--proxy-protocol"]);
+    let mut tcp = std::net::TcpStream::connect(s.submissions).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    use std::io::Write;
+    // The header and the ClientHello in one segment, as a balancer sends
+    // them: the server must hand the octets after the header to TLS.
+    let name = rustls::pki_types::ServerName::try_from("mx.test").unwrap();
+    let mut conn = rustls::ClientConnection::new(s.tls.client(), name).unwrap();
+    let mut first = b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 465\r\n".to_vec();
+    conn.write_tls(&mut first).unwrap();
+    tcp.write_all(&first).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("TLS handshake");
+    }
+    let mut c = Client::without_greeting(stream);
+    assert!(c.reply().starts_with("220 "));
+    assert!(c.cmd("EHLO app.test").contains("250 AUTH PLAIN LOGIN\r\n"));
+    assert_eq!(
+        code_of(&c.cmd(&format!("AUTH PLAIN {}", plain("alice", "secret")))),
+        235
+    );
+    assert_eq!(
+        code_of(&c.send_mail("app@fleet.test", "x@elsewhere.example", b"hi\r\n")),
+        250
+    );
+    let got = exported(&s.server.spool);
+    let (env, _) = got.values().next().unwrap();
+    assert_eq!(env["peer"], "192.0.2.9:5555");
+    assert_eq!(env["auth"], "alice");
+}
