@@ -160,7 +160,9 @@ pub struct Envelope {
     pub ret: Option<Ret>,
     /// MAIL's `ENVID=` (DSN), decoded.
     pub envid: Option<String>,
-    /// Each recipient's `NOTIFY=` and `ORCPT=`, in the order of `rcpt_to`.
+    /// Each recipient's `NOTIFY=` and `ORCPT=`, in the order of
+    /// `rcpt_to`, up to the last recipient that gave any (empty, and not
+    /// allocated, when none did).
     pub rcpt_dsn: Vec<RcptParams>,
 }
 
@@ -578,7 +580,10 @@ impl Session {
         Action::ReadCommands
     }
 
-    /// `AUTH mechanism [initial]` (RFC 4954 §4).
+    /// `AUTH mechanism [initial]` (RFC 4954 §4). Once per session at
+    /// most: kept out of line so the per-message commands stay compact.
+    #[cold]
+    #[inline(never)]
     fn auth_command(
         &mut self,
         mechanism: &str,
@@ -608,6 +613,8 @@ impl Session {
     }
 
     /// A response line inside an AUTH exchange.
+    #[cold]
+    #[inline(never)]
     fn sasl_response(&mut self, mut exchange: Exchange, line: &[u8], out: &mut Vec<u8>) -> Action {
         let step = match std::str::from_utf8(line) {
             Ok(text) => exchange.respond(text),
@@ -814,7 +821,13 @@ impl Session {
             return Action::ReadCommands;
         }
         self.envelope.rcpt_to.push(to);
-        self.envelope.rcpt_dsn.push(params);
+        if !params.is_empty() {
+            let before = self.envelope.rcpt_to.len() - 1;
+            self.envelope
+                .rcpt_dsn
+                .resize_with(before, RcptParams::default);
+            self.envelope.rcpt_dsn.push(params);
+        }
         reply::RECIPIENT_OK.write(out);
         Action::ReadCommands
     }

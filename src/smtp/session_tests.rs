@@ -747,6 +747,10 @@ fn dsn_is_offered_and_kept_only_with_dsn_on() {
     assert!(ehlo.ends_with("250-CHUNKING\r\n250 DSN\r\n"), "{ehlo}");
     assert_eq!(t.code("MAIL FROM:<a@x.test> RET=HDRS ENVID=Q+2B1"), 250);
     assert_eq!(t.code("RCPT TO:<b@ok.test>"), 250);
+    assert!(
+        t.s.envelope().rcpt_dsn.is_empty(),
+        "nothing kept while none is asked"
+    );
     assert_eq!(
         t.code("RCPT TO:<c@ok.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;C+40ok.test"),
         250

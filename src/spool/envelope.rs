@@ -89,12 +89,13 @@ impl Dsn {
         Some(Dsn {
             ret: env.ret.map(|r| r.as_str().to_string()),
             envid: env.envid.clone(),
-            rcpt: env
-                .rcpt_dsn
-                .iter()
-                .map(|p| RcptDsn {
-                    notify: p.notify.clone(),
-                    orcpt: p.orcpt.clone(),
+            rcpt: (0..env.rcpt_to.len())
+                .map(|i| {
+                    let p = env.rcpt_dsn.get(i);
+                    RcptDsn {
+                        notify: p.and_then(|p| p.notify.clone()),
+                        orcpt: p.and_then(|p| p.orcpt.clone()),
+                    }
                 })
                 .collect(),
         })
