@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::layer::Sourced;
 use super::policy::parse_target;
-use super::Given;
+use super::{each, Given};
 use crate::auth::users::AuthUsers;
 use crate::auth::AuthBackend;
 
@@ -24,26 +23,13 @@ pub struct Submission {
     pub auth: Option<AuthBackend>,
 }
 
-fn addresses(given: &Option<Sourced<Vec<String>>>) -> Result<Vec<SocketAddr>> {
-    let Some(g) = given else {
-        return Ok(Vec::new());
-    };
-    g.value
-        .iter()
-        .map(|a| {
-            a.parse::<SocketAddr>().map_err(|_| {
-                anyhow!(
-                    "{}: expected IP:PORT, like 127.0.0.1:587",
-                    g.source.with_value(format!("{a:?}"))
-                )
-            })
-        })
-        .collect()
-}
-
 pub(super) fn validate(g: &Given, tls: bool) -> Result<Submission> {
-    let plain = addresses(&g.submission)?;
-    let implicit = addresses(&g.submissions)?;
+    let address = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| "expected IP:PORT, like 127.0.0.1:587")
+    };
+    let plain = each(g.submission.clone(), address)?;
+    let implicit = each(g.submissions.clone(), address)?;
     let listener = g.submission.as_ref().or(g.submissions.as_ref());
     let auth = match (&g.auth_users, &g.auth_dovecot) {
         (Some(users), None) => {

@@ -147,7 +147,7 @@ mod tests {
                 envid: Some("Q1".into()),
                 rcpt: vec![
                     Default::default(),
-                    crate::spool::envelope::RcptDsn {
+                    crate::smtp::command::RcptParams {
                         notify: Some("SUCCESS,FAILURE".into()),
                         orcpt: Some("rfc822;b=1 @x.test".into()),
                     },

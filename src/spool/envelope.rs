@@ -18,6 +18,7 @@
 use std::net::SocketAddr;
 
 use super::id::QueueId;
+use crate::smtp::command::RcptParams;
 use crate::smtp::Envelope;
 
 const VERSION: u8 = 2;
@@ -66,17 +67,9 @@ pub struct Dsn {
     pub ret: Option<String>,
     /// The envelope id, decoded.
     pub envid: Option<String>,
-    /// One per recipient, in the order of `rcpt_to`.
-    pub rcpt: Vec<RcptDsn>,
-}
-
-/// One recipient's DSN requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RcptDsn {
-    /// `NEVER` or a list of `SUCCESS,FAILURE,DELAY`.
-    pub notify: Option<String>,
-    /// `addr-type;address`, decoded.
-    pub orcpt: Option<String>,
+    /// One per recipient, in the order of `rcpt_to` (the session's own
+    /// `NOTIFY=`/`ORCPT=` pair).
+    pub rcpt: Vec<RcptParams>,
 }
 
 impl Dsn {
@@ -86,18 +79,14 @@ impl Dsn {
         if env.ret.is_none() && env.envid.is_none() && !any_rcpt {
             return None;
         }
+        // The session keeps the list only up to the last recipient that
+        // asked; stored, it has one entry per recipient.
+        let mut rcpt = env.rcpt_dsn.clone();
+        rcpt.resize_with(env.rcpt_to.len(), RcptParams::default);
         Some(Dsn {
             ret: env.ret.map(|r| r.as_str().to_string()),
             envid: env.envid.clone(),
-            rcpt: (0..env.rcpt_to.len())
-                .map(|i| {
-                    let p = env.rcpt_dsn.get(i);
-                    RcptDsn {
-                        notify: p.and_then(|p| p.notify.clone()),
-                        orcpt: p.and_then(|p| p.orcpt.clone()),
-                    }
-                })
-                .collect(),
+            rcpt,
         })
     }
 }
@@ -216,7 +205,7 @@ impl StoredEnvelope {
                     auth = Some(value);
                 } else if (TAG_DSN_RET..=TAG_DSN_RCPT).contains(&tag) {
                     let d = dsn.get_or_insert_with(|| Dsn {
-                        rcpt: vec![RcptDsn::default(); rcpt_to.len()],
+                        rcpt: vec![RcptParams::default(); rcpt_to.len()],
                         ..Dsn::default()
                     });
                     match tag {
@@ -326,8 +315,8 @@ mod tests {
                 ret: Some("HDRS".into()),
                 envid: Some("QQ314159".into()),
                 rcpt: vec![
-                    RcptDsn::default(),
-                    RcptDsn {
+                    RcptParams::default(),
+                    RcptParams {
                         notify: Some("SUCCESS,FAILURE".into()),
                         orcpt: Some("rfc822;b@x.test".into()),
                     },

@@ -7,7 +7,7 @@
 //! stored unscanned.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,18 +19,10 @@ const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EM
 
 /// A private rspamd; stopped when dropped.
 pub struct Rspamd {
-    child: Child,
+    /// rspamd forks its workers: the whole group is killed.
+    _process: ProcessGroup,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Rspamd {
-    fn drop(&mut self) {
-        // rspamd forks its workers: stop the whole process group.
-        // SAFETY: kill(2) on the group this test started.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
 }
 
 impl Rspamd {
@@ -77,7 +69,10 @@ impl Rspamd {
             .expect("start rspamd");
         wait_listening_within(addr, Duration::from_secs(90));
         Some(Rspamd {
-            child,
+            _process: ProcessGroup {
+                child,
+                signal: libc::SIGKILL,
+            },
             addr,
             _dir: dir,
         })

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 
@@ -313,17 +313,10 @@ fn msmtp_submits_as_an_application_host_does() {
 /// A private Dovecot with only its auth service: a passwd-file with carol
 /// ("secret"), a Unix socket for clients.
 struct Dovecot {
-    child: Child,
+    /// Dovecot's master and its auth processes, stopped together.
+    _process: ProcessGroup,
     socket: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group the test started.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 impl Dovecot {
@@ -373,7 +366,10 @@ impl Dovecot {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Some(Dovecot {
-            child,
+            _process: ProcessGroup {
+                child,
+                signal: libc::SIGTERM,
+            },
             socket,
             _dir: dir,
         })

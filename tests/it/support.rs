@@ -442,6 +442,22 @@ pub fn peer_program(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// A peer started in its own process group (`process_group(0)`); the
+/// whole group (a daemon and the workers it forks) gets `signal` when
+/// this is dropped.
+pub struct ProcessGroup {
+    pub child: std::process::Child,
+    pub signal: i32,
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group the test started.
+        unsafe { libc::kill(-(self.child.id() as i32), self.signal) };
+        let _ = self.child.wait();
+    }
+}
+
 /// A free loopback port (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
