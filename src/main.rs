@@ -1,11 +1,11 @@
-//! The `sluice` binary: parses the command line and hands over to the
-//! library (`serve` to the server, `spool` to the tools). Nothing else.
+//! The `sluice` binary: parses the command line ([`sluice::cli`]), sets up
+//! the log, and hands over to the library (`serve` to the server, `spool`
+//! to the tools). Nothing else.
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
-use sluice::config::ServeArgs;
-use sluice::tools::SpoolCommand;
+use clap::Parser;
+use sluice::cli::{Cli, Command, TuneCommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,61 +39,25 @@ fn return_freed_memory_promptly() {
     }
 }
 
-/// sluice: a thread-per-core SMTP ingest engine. It accepts mail over SMTP
-/// and makes every message durable in its spool before it answers 250.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// More log output (-v: one line per stored message).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    verbose: u8,
-    /// Less log output (errors and warnings only).
-    #[arg(short, long, global = true)]
-    quiet: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the SMTP server (defaults: 127.0.0.1:2525, spool ./spool, all cores).
-    Serve(Box<ServeArgs>),
-    /// Hand every committed message in a spool to a NATS JetStream
-    /// stream (runs beside `serve`; deletes drained segments).
-    Drain(Box<sluice::drain::DrainArgs>),
-    /// Inspect a spool without a running server.
-    #[command(subcommand)]
-    Spool(SpoolCommand),
-    /// Check this host's settings for an ingest node.
-    #[command(subcommand)]
-    Tune(TuneCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum TuneCommand {
-    /// Read kernel and process limits and say what to change (exit 1 if
-    /// anything should change).
-    Check {
-        /// Where the spool will live (its file system is checked).
-        #[arg(long, default_value = "./spool")]
-        spool: std::path::PathBuf,
-        /// Connections per core to plan descriptors for.
-        #[arg(long, default_value_t = 10_000)]
-        max_connections: u64,
-    },
-}
-
 fn main() -> ExitCode {
     return_freed_memory_promptly();
     let cli = Cli::parse();
-    let verbosity = if cli.quiet {
-        -1
-    } else {
-        cli.verbose.min(3) as i8
+    let verbosity = cli.verbosity();
+    let name = match cli.command {
+        Command::Drain(_) => "sluice drain",
+        _ => "sluice",
+    };
+    let log = match sluice::log::init(name, cli.log_format, verbosity) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("sluice: error: {e}");
+            return ExitCode::from(2);
+        }
     };
     let result = match cli.command {
-        Command::Serve(args) => sluice::server::serve(*args, verbosity).map(|()| true),
-        Command::Drain(args) => sluice::drain::run(*args, verbosity).map(|()| true),
+        Command::Serve(args) if args.check_config => Ok(sluice::config::check::run(&args)),
+        Command::Serve(args) => sluice::server::serve(*args).map(|()| true),
+        Command::Drain(args) => sluice::drain::run(*args).map(|()| true),
         Command::Spool(cmd) => sluice::tools::run(cmd),
         Command::Tune(TuneCommand::Check {
             spool,
@@ -101,7 +65,10 @@ fn main() -> ExitCode {
         }) => Ok(sluice::tune::print_report(&sluice::tune::advise(
             &sluice::tune::read_facts(&spool, max_connections),
         ))),
+        Command::Generate(what) => sluice::generate::run(what).map(|()| true),
     };
+    // Queued log lines go out before the last word.
+    drop(log);
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -116,6 +116,30 @@ struct Opt {
     /// No live progress.
     #[arg(long)]
     quiet: bool,
+    /// Write the man page (sluice-loadgen.1) and bash, zsh and fish
+    /// completions into DIR, and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_docs: Option<std::path::PathBuf>,
+}
+
+/// `--generate-docs DIR`: the man page and completions, from the clap
+/// definition (as `sluice generate` does for the server).
+fn generate_docs(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Opt::command();
+    clap_mangen::Man::new(cmd.clone())
+        .section("1")
+        .manual("sluice manual")
+        .generate_to(dir)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd, "sluice-loadgen", dir)?;
+    }
+    Ok(())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -274,7 +298,11 @@ fn plain_response(userpass: &str) -> Result<String> {
 
 fn main() -> ExitCode {
     let o = Opt::parse();
-    match real_main(&o) {
+    let run = match &o.generate_docs {
+        Some(dir) => generate_docs(dir).map(|()| true),
+        None => real_main(&o),
+    };
+    match run {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

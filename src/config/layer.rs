@@ -83,6 +83,8 @@ pub trait Setting {
     fn given(self) -> Option<Self::Value>;
     /// Reads the value from the file.
     fn from_toml(v: toml::Value) -> Result<Self::Value, String>;
+    /// The value as the file would hold it.
+    fn to_toml(v: &Self::Value) -> toml::Value;
 }
 
 impl<T: FileValue> Setting for Option<T> {
@@ -94,6 +96,10 @@ impl<T: FileValue> Setting for Option<T> {
 
     fn from_toml(v: toml::Value) -> Result<T, String> {
         T::from_toml(v)
+    }
+
+    fn to_toml(v: &T) -> toml::Value {
+        v.to_toml()
     }
 }
 
@@ -111,6 +117,31 @@ impl<T: FileValue> Setting for Vec<T> {
             one => T::from_toml(one).map(|t| vec![t]),
         }
     }
+
+    fn to_toml(v: &Vec<T>) -> toml::Value {
+        toml::Value::Array(v.iter().map(T::to_toml).collect())
+    }
+}
+
+/// One setting of `sluice serve`, as the sample file and
+/// `--check-config` describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingInfo {
+    /// The field name (the file key with `_` for `-`).
+    pub field: &'static str,
+    /// The `--help` text, one doc line per line.
+    pub doc: &'static str,
+    /// The default as a TOML value, where there is a fixed one; `None`
+    /// where it is computed (the host name, the CPUs) or the setting is
+    /// off unless given.
+    pub default: Option<&'static str>,
+}
+
+impl SettingInfo {
+    /// The file key: `max-recipients`.
+    pub fn key(&self) -> String {
+        Source::key(self.field)
+    }
 }
 
 /// Reads `path` as a TOML table (the settings file).
@@ -120,6 +151,14 @@ pub fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
         .with_context(|| format!("--config {}: cannot read", path.display()))?;
     text.parse::<toml::Table>()
         .with_context(|| format!("--config {}: not a valid sluice config", path.display()))
+}
+
+/// The one item of `items`, if there is one (a declared default).
+pub const fn first(items: &[&'static str]) -> Option<&'static str> {
+    match items {
+        [one, ..] => Some(one),
+        [] => None,
+    }
 }
 
 /// The file's path, shared by every [`Source::File`] naming it.
@@ -132,7 +171,13 @@ pub fn shared_path(path: &Path) -> Arc<Path> {
 /// type is `Option<T>` or `Vec<T>`; the file key is the flag's name. It
 /// defines:
 ///
-/// - `ServeArgs`: the clap struct (plus `--config FILE`);
+/// An entry may end in `= "TOML"`, its default as the file would write
+/// it (`= "'127.0.0.1:2525'"`, `= "100"`); a test checks each against
+/// the default the validation applies.
+///
+/// - `ServeArgs`: the clap struct (plus `--config FILE` and
+///   `--check-config`);
+/// - `SETTINGS`: each setting's [`SettingInfo`];
 /// - `Given`: one level's settings as `Option<Sourced<_>>`, read from the
 ///   flags (`Given::from_flags`) or the file's table (`Given::from_table`,
 ///   which refuses unknown keys and names the key of a bad value), and
@@ -141,7 +186,7 @@ macro_rules! serve_settings {
     ($(
         $(#[doc = $doc:literal])*
         #[arg($($arg:tt)*)]
-        $field:ident: $ty:ty,
+        $field:ident: $ty:ty $(= $default:literal)?,
     )*) => {
         /// The flags of `sluice serve`. Every one can also be set in the
         /// file given with `--config`, under the same name
@@ -151,12 +196,26 @@ macro_rules! serve_settings {
             /// TOML file with any of these settings; flags override it.
             #[arg(long, value_name = "FILE")]
             pub config: Option<std::path::PathBuf>,
+            /// Print the effective configuration, each value with where it
+            /// came from (flag, file, default), and exit: 0 if it is
+            /// valid, 1 with the error if not. Nothing is started.
+            #[arg(long)]
+            pub check_config: bool,
             $(
                 $(#[doc = $doc])*
                 #[arg($($arg)*)]
                 pub $field: $ty,
             )*
         }
+
+        /// Every setting, in `--help` order.
+        pub const SETTINGS: &[$crate::config::layer::SettingInfo] = &[$(
+            $crate::config::layer::SettingInfo {
+                field: stringify!($field),
+                doc: concat!($($doc, "\n",)*),
+                default: $crate::config::layer::first(&[$($default)?]),
+            },
+        )*];
 
         /// The settings one level gave, each with its source.
         #[derive(Debug, Clone, Default)]
@@ -198,6 +257,13 @@ macro_rules! serve_settings {
                     );
                 }
                 Ok(given)
+            }
+
+            /// Each setting (in [`SETTINGS`] order) as the file would hold
+            /// it, with its source, or `None` where none was given.
+            pub fn shown(&self) -> Vec<Option<(toml::Value, $crate::config::layer::Source)>> {
+                use $crate::config::layer::Setting;
+                vec![$(self.$field.as_ref().map(|s| (<$ty as Setting>::to_toml(&s.value), s.source.clone())),)*]
             }
 
             /// This level over `lower`: each setting from here if given.

@@ -23,6 +23,7 @@ pub use policy::{PolicyDefault, PolicyService, RspamdSettings};
 pub use value::{parse_duration, parse_size, Secs, Size};
 
 pub mod admission;
+pub mod check;
 pub mod layer;
 pub mod policy;
 pub mod submission;
@@ -61,11 +62,11 @@ const BOOL: &str = "BOOL";
 serve_settings! {
     /// Address to listen on (repeatable). Default 127.0.0.1:2525.
     #[arg(long, value_name = "ADDR")]
-    listen: Vec<String>,
+    listen: Vec<String> = "'127.0.0.1:2525'",
 
     /// Spool directory (created if missing). Default ./spool.
     #[arg(long, value_name = "DIR")]
-    spool: Option<PathBuf>,
+    spool: Option<PathBuf> = "'./spool'",
 
     /// Our host name, in the greeting and trace headers. Default: the
     /// machine's host name.
@@ -80,24 +81,24 @@ serve_settings! {
     /// Largest message accepted, in octets; accepts K, M, G suffixes
     /// (powers of 1024). Default 35M.
     #[arg(long, value_name = "BYTES")]
-    max_message_size: Option<Size>,
+    max_message_size: Option<Size> = "'35M'",
 
     /// Recipients per message. Default 100.
     #[arg(long, value_name = "N")]
-    max_recipients: Option<usize>,
+    max_recipients: Option<usize> = "100",
 
     /// Connections per core; more are answered 421. Default 10000.
     #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
+    max_connections: Option<usize> = "10000",
 
     /// How long a client may stay silent between commands, or leave its
     /// replies unread (seconds, or with a unit: 5m). Default 300.
     #[arg(long, value_name = "SECS")]
-    idle_timeout: Option<Secs>,
+    idle_timeout: Option<Secs> = "'5m'",
 
     /// How long a client may stay silent inside DATA/BDAT. Default 600.
     #[arg(long, value_name = "SECS")]
-    data_timeout: Option<Secs>,
+    data_timeout: Option<Secs> = "'10m'",
 
     /// Domain we accept mail for (repeatable). Without any, all domains
     /// are accepted, which is allowed only on loopback listeners.
@@ -107,31 +108,31 @@ serve_settings! {
     /// Accept mail for any domain even on a non-loopback listener (an
     /// open relay into your system; only behind your own filtering).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
-    accept_any_domain: Option<bool>,
+    accept_any_domain: Option<bool> = "false",
 
     /// `fsync`: a 250 means the message is on disk. `none`: never sync
     /// (benchmarks only: a crash loses acknowledged mail). Default fsync.
     #[arg(long, value_name = "fsync|none")]
-    durability: Option<Durability>,
+    durability: Option<Durability> = "'fsync'",
 
     /// Longest line in a message, octets with CRLF. Default 1000.
     #[arg(long, value_name = "OCTETS")]
-    max_line_length: Option<usize>,
+    max_line_length: Option<usize> = "1000",
 
     /// What to do with a bare CR or LF in DATA (and a bare LF ending a
     /// command): `reject` (default, defends against SMTP smuggling) or
     /// `accept`.
     #[arg(long, value_name = "reject|accept")]
-    bare_newlines: Option<BareNewlinePolicy>,
+    bare_newlines: Option<BareNewlinePolicy> = "'reject'",
 
     /// Segment size at which the spool rolls to a new file. Default 256M.
     #[arg(long, value_name = "BYTES")]
-    segment_size: Option<Size>,
+    segment_size: Option<Size> = "'256M'",
 
     /// Memory per connection for a message; larger messages stream to
     /// the spool in chunks while they arrive. Default 256K.
     #[arg(long, value_name = "BYTES")]
-    message_memory: Option<Size>,
+    message_memory: Option<Size> = "'256K'",
 
     /// Message buffers of all cores together never hold more than this
     /// (K, M, G suffixes); each core gets an equal share. Near it, bodies
@@ -139,12 +140,12 @@ serve_settings! {
     /// hold nothing wait (reads pause) until memory comes back; no
     /// message is refused for it. Default 256M.
     #[arg(long, value_name = "BYTES")]
-    memory_budget: Option<Size>,
+    memory_budget: Option<Size> = "'256M'",
 
     /// How long transactions in flight may take to finish at shutdown.
     /// Default 30 (seconds).
     #[arg(long, value_name = "SECS")]
-    shutdown_grace: Option<Secs>,
+    shutdown_grace: Option<Secs> = "'30s'",
 
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check
     /// at /healthz (plain HTTP: keep it on a private address). Off by
@@ -156,7 +157,7 @@ serve_settings! {
     /// (from a load balancer); the client address is taken from it.
     /// Connections without a valid header are closed.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
-    proxy_protocol: Option<bool>,
+    proxy_protocol: Option<bool> = "false",
 
     /// With --proxy-protocol: only these address blocks (the balancers)
     /// may connect, like 10.0.0.0/8 (repeatable). Default: any.
@@ -174,7 +175,7 @@ serve_settings! {
 
     /// Refuse MAIL (530 5.7.0) until the client has done STARTTLS.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
-    require_tls: Option<bool>,
+    require_tls: Option<bool> = "false",
 
     /// A message submission listener (RFC 6409, port 587; repeatable):
     /// STARTTLS, then AUTH, before MAIL. Needs --tls-cert/--tls-key and
@@ -198,7 +199,7 @@ serve_settings! {
     /// (which then owes the notifications: see docs/drain.md). Without
     /// it they are refused with 555.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
-    dsn: Option<bool>,
+    dsn: Option<bool> = "false",
 
     /// Check credentials with Dovecot's auth server instead (Postfix's
     /// smtpd_sasl_type = dovecot): `unix:PATH` or `inet:HOST:PORT`.
@@ -216,50 +217,50 @@ serve_settings! {
     /// 127.0.0.1/32 and ::1/128, the host itself, so a load generator on
     /// this host is unlimited unless you name other networks here.
     #[arg(long, value_name = "CIDR")]
-    trusted_network: Vec<String>,
+    trusted_network: Vec<String> = "['127.0.0.1/32', '::1/128']",
 
     /// Concurrent connections per client (an IPv4 address or an IPv6
     /// /64, across all cores); more get 421 4.7.0. 0 is no limit.
     /// Default 50.
     #[arg(long, value_name = "N")]
-    client_connection_limit: Option<usize>,
+    client_connection_limit: Option<usize> = "50",
 
     /// New connections per client per 60 s (smoothed); more get 421
     /// 4.7.0. Default 0 (no limit).
     #[arg(long, value_name = "N")]
-    client_connection_rate: Option<usize>,
+    client_connection_rate: Option<usize> = "0",
 
     /// Accepted MAIL commands per client per 60 s (smoothed); more get
     /// 451 4.7.1. Default 0 (no limit).
     #[arg(long, value_name = "N")]
-    client_message_rate: Option<usize>,
+    client_message_rate: Option<usize> = "0",
 
     /// Accepted RCPT commands per client per 60 s (smoothed); more get
     /// 451 4.7.1. Default 0 (no limit).
     #[arg(long, value_name = "N")]
-    client_recipient_rate: Option<usize>,
+    client_recipient_rate: Option<usize> = "0",
 
     /// Error replies a session may get before every further reply is
     /// delayed by --error-delay (0: never). Reset by an accepted message.
     /// Default 10.
     #[arg(long, value_name = "N")]
-    soft_error_limit: Option<usize>,
+    soft_error_limit: Option<usize> = "10",
 
     /// After this many error replies the session gets 421 4.7.0 and is
     /// closed (0: never). Reset by an accepted message. Default 20.
     #[arg(long, value_name = "N")]
-    hard_error_limit: Option<usize>,
+    hard_error_limit: Option<usize> = "20",
 
     /// How long each reply waits once the soft error limit is reached
     /// (seconds, fractions allowed). Default 1.
     #[arg(long, value_name = "SECS")]
-    error_delay: Option<Secs>,
+    error_delay: Option<Secs> = "'1s'",
 
     /// Wait this long before the 220 greeting; a client that talks first
     /// gets 554 5.5.1 (then 421 4.7.0) and is closed, and nothing it sent is processed.
     /// Default 0 (greet at once).
     #[arg(long, value_name = "SECS")]
-    greet_pause: Option<Secs>,
+    greet_pause: Option<Secs> = "'0s'",
 
     /// A DNS list to screen clients with, as Postfix's
     /// postscreen_dnsbl_sites: `ZONE[=FILTER][*WEIGHT]`, like
@@ -271,11 +272,11 @@ serve_settings! {
     /// A client whose DNS list score reaches this is refused (554 5.7.1).
     /// Default 1.
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    dnsbl_threshold: Option<i64>,
+    dnsbl_threshold: Option<i64> = "1",
 
     /// Score and log DNS list results, but refuse no one.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = BOOL)]
-    dnsbl_log_only: Option<bool>,
+    dnsbl_log_only: Option<bool> = "false",
 
     /// The DNS server for list queries, IP or IP:PORT. Default: the first
     /// nameserver in /etc/resolv.conf.
@@ -285,7 +286,7 @@ serve_settings! {
     /// How long a list may take to answer; no answer counts as not listed.
     /// Default 2 (seconds, fractions allowed).
     #[arg(long, value_name = "SECS")]
-    dns_timeout: Option<Secs>,
+    dns_timeout: Option<Secs> = "'2s'",
 
     /// Known recipients: a file of `local@domain` or `@domain` (a whole
     /// domain) lines, `#` comments. When given, any other recipient gets
@@ -309,19 +310,19 @@ serve_settings! {
     /// How long the policy service may take to answer. Default 10
     /// (seconds, fractions allowed).
     #[arg(long, value_name = "SECS")]
-    policy_timeout: Option<Secs>,
+    policy_timeout: Option<Secs> = "'10s'",
 
     /// When the policy service is down, slow or answers nonsense: `defer`
     /// (451 4.3.5, the client tries later; the default) or `dunno` (go on
     /// without it).
     #[arg(long, value_name = "dunno|defer")]
-    policy_default: Option<String>,
+    policy_default: Option<String> = "'defer'",
 
     /// When to ask the policy service: `rcpt` (each RCPT, the default),
     /// `data` (at the end of each message, before it is stored) or
     /// `rcpt,data`.
     #[arg(long, value_name = "rcpt[,data]")]
-    policy_stages: Option<String>,
+    policy_stages: Option<String> = "'rcpt'",
 
     /// rspamd's normal worker, like `http://127.0.0.1:11333`: every
     /// message is scanned at the end of data, before it is stored. Off by
@@ -331,17 +332,17 @@ serve_settings! {
 
     /// How long rspamd may take. Default 5 (seconds, fractions allowed).
     #[arg(long, value_name = "SECS")]
-    rspamd_timeout: Option<Secs>,
+    rspamd_timeout: Option<Secs> = "'5s'",
 
     /// When rspamd fails (down, slow, nonsense): `open` stores the message
     /// unscanned and logs it (the default), `closed` answers 451 4.7.1.
     #[arg(long, value_name = "open|closed")]
-    rspamd_fail: Option<String>,
+    rspamd_fail: Option<String> = "'open'",
 
     /// Larger messages are stored unscanned (logged). Messages up to this
     /// size are held in memory until rspamd answers. Default 2M.
     #[arg(long, value_name = "BYTES")]
-    rspamd_max_size: Option<Size>,
+    rspamd_max_size: Option<Size> = "'2M'",
 }
 
 /// What a listener serves.
@@ -353,6 +354,17 @@ pub enum ListenerKind {
     Submission,
     /// `--submissions`: TLS from the first byte, then AUTH (port 465).
     Submissions,
+}
+
+impl ListenerKind {
+    /// The name logs use: `smtp`, `submission`, `submissions`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+        }
+    }
 }
 
 /// The validated configuration.

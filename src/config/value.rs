@@ -94,6 +94,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub trait FileValue: Sized {
     /// The value, or what was expected instead of `v`.
     fn from_toml(v: toml::Value) -> Result<Self, String>;
+    /// The value as the file would hold it (`--check-config` shows it).
+    fn to_toml(&self) -> toml::Value;
 }
 
 /// "expected X, not the string "y"".
@@ -108,11 +110,19 @@ impl FileValue for String {
             other => Err(expected("a string", &other)),
         }
     }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.clone())
+    }
 }
 
 impl FileValue for PathBuf {
     fn from_toml(v: toml::Value) -> Result<Self, String> {
         String::from_toml(v).map(PathBuf::from)
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.display().to_string())
     }
 }
 
@@ -123,6 +133,10 @@ impl FileValue for bool {
             other => Err(expected("true or false", &other)),
         }
     }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Boolean(*self)
+    }
 }
 
 impl FileValue for i64 {
@@ -132,6 +146,10 @@ impl FileValue for i64 {
             other => Err(expected("a whole number", &other)),
         }
     }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Integer(*self)
+    }
 }
 
 impl FileValue for usize {
@@ -140,6 +158,10 @@ impl FileValue for usize {
             toml::Value::Integer(n) if n >= 0 => Ok(n as usize),
             other => Err(expected("a whole number", &other)),
         }
+    }
+
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Integer(i64::try_from(*self).unwrap_or(i64::MAX))
     }
 }
 
@@ -156,22 +178,68 @@ macro_rules! file_value_with_unit {
                     other => Err(expected($what, &other)),
                 }
             }
+
+            fn to_toml(&self) -> toml::Value {
+                toml::Value::String(self.to_string())
+            }
         }
     )*};
+}
+
+/// In the largest unit that divides it: `35M`, `64K`, `4097`.
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        match [(30, 'G'), (20, 'M'), (10, 'K')]
+            .into_iter()
+            .find(|&(shift, _)| n != 0 && n.is_multiple_of(1 << shift))
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", n >> shift),
+            None => write!(f, "{n}"),
+        }
+    }
+}
+
+/// In the largest unit that divides it: `5m`, `30s`, `0.5s`.
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() != 0 {
+            return write!(f, "{}s", d.as_secs_f64());
+        }
+        let secs = d.as_secs();
+        match [(86_400, 'd'), (3600, 'h'), (60, 'm')]
+            .into_iter()
+            .find(|&(unit, _)| secs != 0 && secs.is_multiple_of(unit))
+        {
+            Some((unit, name)) => write!(f, "{}{name}", secs / unit),
+            None => write!(f, "{secs}s"),
+        }
+    }
 }
 file_value_with_unit!(Size: "a size like 35M", Secs: "a duration like 30s");
 
 /// Policies are strings, parsed by the policy's own `FromStr`.
 macro_rules! file_value_from_str {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty { $($variant:path => $name:literal),* }),*) => {$(
         impl FileValue for $ty {
             fn from_toml(v: toml::Value) -> Result<Self, String> {
                 String::from_toml(v)?.parse()
             }
+
+            fn to_toml(&self) -> toml::Value {
+                toml::Value::String(match self { $($variant => $name),* }.into())
+            }
         }
     )*};
 }
-file_value_from_str!(Durability, BareNewlinePolicy);
+file_value_from_str!(
+    Durability { Durability::Fsync => "fsync", Durability::None => "none" },
+    BareNewlinePolicy {
+        BareNewlinePolicy::Reject => "reject",
+        BareNewlinePolicy::Accept => "accept"
+    }
+);
 
 #[cfg(test)]
 mod tests {
@@ -191,6 +259,34 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999d").is_err());
+    }
+
+    #[test]
+    fn sizes_and_times_show_in_the_largest_unit_and_parse_back() {
+        for (size, shown) in [
+            (35 << 20, "35M"),
+            (64 << 10, "64K"),
+            (4097, "4097"),
+            (1 << 30, "1G"),
+        ] {
+            assert_eq!(Size(size).to_string(), shown);
+            assert_eq!(shown.parse::<Size>().unwrap(), Size(size));
+        }
+        for (secs, shown) in [
+            (300.0, "5m"),
+            (30.0, "30s"),
+            (0.5, "0.5s"),
+            (86_400.0, "1d"),
+            (7200.0, "2h"),
+        ] {
+            let t = Secs(Duration::from_secs_f64(secs));
+            assert_eq!(t.to_string(), shown);
+            assert_eq!(shown.parse::<Secs>().unwrap(), t);
+        }
+        assert_eq!(
+            Durability::None.to_toml(),
+            toml::Value::String("none".into())
+        );
     }
 
     #[test]

@@ -45,7 +45,6 @@ pub struct CoreDrain {
     /// Segments are kept at least this long after their last write.
     pub retain: Duration,
     pub stop: Arc<AtomicBool>,
-    pub verbose: bool,
 }
 
 /// The drain was told to stop while a publish was being retried.
@@ -83,9 +82,9 @@ impl CoreDrain {
         let mut tail = Tail::open(&self.dir, cursor.map(|c| (c.segment, c.offset)))?;
         if let Some((segment, offset)) = tail.cursor_ahead {
             let (s, o) = tail.position();
-            eprintln!(
-                "sluice drain: core {}: WARNING: the cursor (segment {segment}, offset {offset}) is past the end of the spool's records (segment {s}, offset {o}); records handed on before a power loss were not synced by serve (their senders got no 250). Going on from the end.",
-                self.core
+            tracing::warn!(
+                core = self.core,
+                "the cursor (segment {segment}, offset {offset}) is past the end of the spool's records (segment {s}, offset {o}); records handed on before a power loss were not synced by serve (their senders got no 250). Going on from the end."
             );
         }
         let mut inflight: VecDeque<Pending> = VecDeque::new();
@@ -110,9 +109,10 @@ impl CoreDrain {
                 inflight.push_back(self.send(c).await?);
             }
             for p in &tail.problems[reported_problems..] {
-                eprintln!(
-                    "sluice drain: core {}: damaged record in finished segment {} at offset {}: {}; skipped (see `sluice spool verify`)",
-                    self.core, p.segment, p.offset, p.defect
+                tracing::warn!(
+                    core = self.core,
+                    "damaged record in finished segment {} at offset {}: {}; skipped (see `sluice spool verify`)",
+                    p.segment, p.offset, p.defect
                 );
             }
             reported_problems = tail.problems.len();
@@ -172,9 +172,9 @@ impl CoreDrain {
             Ok(d) => Bytes::from(d),
             Err(why) => {
                 self.stats.corrupt.add(1);
-                eprintln!(
-                    "sluice drain: core {}: {why}: the stored copy is damaged and is NOT handed on (see `sluice spool verify`)",
-                    self.core
+                tracing::error!(
+                    core = self.core,
+                    "{why}: the stored copy is damaged and is NOT handed on (see `sluice spool verify`)"
                 );
                 return Ok(Pending {
                     commit,
@@ -248,9 +248,9 @@ impl CoreDrain {
             return Err(Stopped.into());
         }
         self.stats.retries.add(1);
-        eprintln!(
-            "sluice drain: core {}: message {id}: {e:#}; retrying in {backoff:?}",
-            self.core
+        tracing::warn!(
+            core = self.core,
+            "message {id}: {e:#}; retrying in {backoff:?}"
         );
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
@@ -291,14 +291,9 @@ impl CoreDrain {
                 Ok(()) => {
                     deleted = true;
                     self.stats.segments_deleted.add(1);
-                    if self.verbose {
-                        eprintln!(
-                            "sluice drain: core {}: deleted drained segment {n}",
-                            self.core
-                        );
-                    }
+                    tracing::debug!(core = self.core, "deleted drained segment {n}");
                 }
-                Err(e) => eprintln!("sluice drain: cannot delete {}: {e}", path.display()),
+                Err(e) => tracing::warn!("cannot delete {}: {e}", path.display()),
             }
         }
         if deleted {

@@ -93,7 +93,7 @@ impl Link {
                     });
                 }
                 Err(e) if started.elapsed() < READY_WAIT => {
-                    eprintln!("sluice drain: JetStream not ready ({e}); retrying");
+                    tracing::warn!("JetStream not ready ({e}); retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => bail!("cannot create or find the stream {}: {e}", t.stream),

@@ -89,7 +89,7 @@ pub struct DrainStats {
 }
 
 /// Runs the drain until SIGTERM/SIGINT.
-pub fn run(args: DrainArgs, verbosity: i8) -> Result<()> {
+pub fn run(args: DrainArgs) -> Result<()> {
     if args.window == 0 || args.replicas == 0 {
         bail!("--window and --replicas must be at least 1");
     }
@@ -107,10 +107,10 @@ pub fn run(args: DrainArgs, verbosity: i8) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(drain(args, verbosity, stop))
+    rt.block_on(drain(args, stop))
 }
 
-async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<()> {
+async fn drain(args: DrainArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let cores = list_cores(&args.spool)
         .with_context(|| format!("cannot read the spool {}", args.spool.display()))?;
     if cores.is_empty() {
@@ -141,20 +141,17 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
             },
         )
         .with_context(|| format!("--metrics {addr}: cannot serve metrics there"))?;
-        eprintln!(
-            "sluice drain: metrics at http://{bound}/metrics, health at http://{bound}/healthz"
-        );
+        tracing::info!("metrics at http://{bound}/metrics, health at http://{bound}/healthz");
     }
-    if verbosity >= 0 {
-        eprintln!(
-            "sluice drain: ready: {} core(s) of {} into stream {} (subject {}) at {}",
-            cores.len(),
-            args.spool.display(),
-            args.stream,
-            args.subject,
-            args.nats
-        );
-    }
+    tracing::info!(
+        "ready: {} core(s) of {} into stream {} (subject {}) at {}",
+        cores.len(),
+        args.spool.display(),
+        args.stream,
+        args.subject,
+        args.nats
+    );
+    crate::service::notify_ready();
     let mut tasks = tokio::task::JoinSet::new();
     for ((core, dir), s) in cores.iter().zip(&stats) {
         let core = *core;
@@ -166,7 +163,6 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
             window: args.window,
             retain: args.retain,
             stop: stop.clone(),
-            verbose: verbosity > 0,
         };
         let s = s.clone();
         tasks.spawn(async move {
@@ -180,23 +176,20 @@ async fn drain(args: DrainArgs, verbosity: i8, stop: Arc<AtomicBool>) -> Result<
         dirs,
         stats.clone(),
         Duration::from_secs(args.progress_every.max(1)),
-        verbosity,
         stop.clone(),
     ));
     let mut failed = None;
     while let Some(joined) = tasks.join_next().await {
         let (core, result) = joined.context("a drain task panicked")?;
         if let Err(e) = result {
-            eprintln!("sluice drain: core {core}: stopped: {e:#}");
+            tracing::error!(core, "stopped: {e:#}");
             stop.store(true, Relaxed);
             failed.get_or_insert(e);
         }
     }
     progress.abort();
     let total: u64 = stats.iter().map(|s| s.messages.get()).sum();
-    if verbosity >= 0 {
-        eprintln!("sluice drain: stopped after handing on {total} messages");
-    }
+    tracing::info!("stopped after handing on {total} messages");
     match failed {
         Some(e) => Err(e),
         None => Ok(()),

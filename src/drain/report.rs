@@ -22,7 +22,6 @@ pub async fn progress(
     dirs: Vec<PathBuf>,
     stats: Vec<Arc<DrainStats>>,
     every: Duration,
-    verbosity: i8,
     stop: Arc<AtomicBool>,
 ) {
     let mut last: Vec<u64> = stats.iter().map(|s| s.messages.get()).collect();
@@ -35,12 +34,11 @@ pub async fn progress(
             let now = s.messages.get();
             let rate = (now - last[core]) as f64 / secs;
             last[core] = now;
-            if verbosity >= 0 {
-                let (msgs, bytes) = lag(dir);
-                eprintln!(
-                    "sluice drain: core {core}: {now} handed on ({rate:.0}/s), lag {msgs} messages / {bytes} bytes"
-                );
-            }
+            let (msgs, bytes) = lag(dir);
+            tracing::info!(
+                core,
+                "{now} handed on ({rate:.0}/s), lag {msgs} messages / {bytes} bytes"
+            );
         }
     }
 }

@@ -56,7 +56,7 @@ pub fn spawn(addr: SocketAddr, pages: impl Pages) -> io::Result<SocketAddr> {
                         let _ = answer(s, &pages);
                     }
                     Err(e) => {
-                        eprintln!("sluice: metrics: accept failed: {e}");
+                        tracing::warn!("metrics: accept failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }

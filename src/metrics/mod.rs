@@ -128,6 +128,22 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reply code the client gets; 0 where the connection is closed
+    /// without a reply.
+    pub fn code(self) -> u16 {
+        match self {
+            Refusal::NotABalancer | Refusal::BadProxyHeader => 0,
+            Refusal::CoreFull
+            | Refusal::ClientConnections
+            | Refusal::ClientConnectionRate
+            | Refusal::HardErrorLimit => 421,
+            Refusal::ClientMessageRate | Refusal::ClientRecipientRate => 451,
+            Refusal::EarlyTalker | Refusal::Dnsbl => 554,
+            Refusal::AuthFailed => 535,
+            Refusal::AuthUnavailable => 454,
+        }
+    }
+
     /// Every reason, in the order of [`CoreMetrics::refusals`].
     pub const ALL: [Refusal; 12] = [
         Refusal::CoreFull,

@@ -50,7 +50,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 // EMFILE and friends: say so, back off briefly, go on.
-                eprintln!("sluice: core {}: accept failed: {e}", shard.core());
+                shard.repeated_error(format_args!("accept failed: {e}"));
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -66,9 +66,17 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: Listener
             Err(why) => {
                 shard.metrics().rejected.add(1);
                 if why == Refusal::NotABalancer {
-                    shard.refused(why, format_args!("{peer} is not in --proxy-from; closed"));
+                    shard.refused(
+                        why,
+                        peer.ip(),
+                        format_args!("{peer} is not in --proxy-from; closed"),
+                    );
                 } else {
-                    shard.refused(why, format_args!("{peer}: --max-connections reached"));
+                    shard.refused(
+                        why,
+                        peer.ip(),
+                        format_args!("{peer}: --max-connections reached"),
+                    );
                     glommio::spawn_local(refuse(shard.clone(), stream)).detach();
                 }
             }
@@ -83,9 +91,9 @@ async fn serve_caught(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, kin
         .catch_unwind()
         .await;
     if served.is_err() {
-        eprintln!(
-            "sluice: core {}: BUG: the session with {peer} panicked; connection dropped",
-            shard.core()
+        tracing::error!(
+            core = shard.core(),
+            "BUG: the session with {peer} panicked; connection dropped"
         );
     }
     shard.closed();

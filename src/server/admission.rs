@@ -114,6 +114,7 @@ impl ClientQuota {
         if !ok {
             self.shard.refused(
                 why,
+                self.ip,
                 format_args!(
                     "{what} from {}: over {flag} {per_minute} per minute",
                     self.ip

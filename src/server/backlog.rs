@@ -38,7 +38,7 @@ pub fn spawn(
                         m.undrained_bytes.set(bytes);
                         total += bytes;
                     }
-                    Err(e) => eprintln!("sluice: core {core}: cannot measure the spool: {e}"),
+                    Err(e) => tracing::warn!(core, "cannot measure the spool: {e}"),
                 }
             }
             let limit = published.latest().spool_max_bytes;
@@ -47,12 +47,12 @@ pub fn spawn(
                 full.store(over, Relaxed);
                 let limit = limit.unwrap_or(0);
                 if over {
-                    eprintln!(
-                        "sluice: the undrained spool ({total} bytes) is over --spool-max-bytes ({limit}): new mail gets 452 4.3.1 until the drain catches up"
+                    tracing::warn!(
+                        "the undrained spool ({total} bytes) is over --spool-max-bytes ({limit}): new mail gets 452 4.3.1 until the drain catches up"
                     );
                 } else {
-                    eprintln!(
-                        "sluice: the undrained spool ({total} bytes) is back under --spool-max-bytes ({limit}): accepting mail again"
+                    tracing::warn!(
+                        "the undrained spool ({total} bytes) is back under --spool-max-bytes ({limit}): accepting mail again"
                     );
                 }
             }

@@ -18,8 +18,10 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use glommio::net::TcpStream;
+use tracing::info;
 
 use super::admission::{self, Admitted, ClientQuota};
 use super::arena::READ_CHUNK;
@@ -82,6 +84,36 @@ impl std::fmt::Display for End {
     }
 }
 
+/// Where the replies to one command start (see `Connection::replies_mark`).
+#[derive(Clone, Copy)]
+struct RepliesMark {
+    pending: usize,
+    flushes: u32,
+    refusals: u64,
+}
+
+/// Copies the command's verb, lower-cased, into `verb` (the `reason` of a
+/// refusal it gets: `rcpt`, `mail`, `data`).
+fn verb_of(line: &[u8], verb: &mut [u8; 4]) {
+    for (v, b) in verb.iter_mut().zip(line.iter().chain(b"    ")) {
+        *v = if b.is_ascii_alphabetic() {
+            b.to_ascii_lowercase()
+        } else {
+            b' '
+        };
+    }
+}
+
+/// Whether a reply code refuses the client something it asked for:
+/// mailbox, policy, size and resource refusals (not syntax errors, not
+/// 421, not AUTH's 535/454, which their stages log).
+fn is_refusal(code: &[u8]) -> bool {
+    matches!(
+        code,
+        b"450" | b"451" | b"452" | b"530" | b"550" | b"551" | b"552" | b"553" | b"554"
+    )
+}
+
 /// What the connection is doing between commands.
 enum Phase {
     /// Reading command lines; no message is open.
@@ -111,6 +143,8 @@ struct Connection {
     phase: Phase,
     messages: u64,
     bytes: u64,
+    /// Reply writes so far (for [`RepliesMark`]).
+    flushes: u32,
 }
 
 /// Serves one connection to its end and logs one line about it.
@@ -137,6 +171,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, kind: 
         phase: Phase::Commands,
         messages: 0,
         bytes: 0,
+        flushes: 0,
         shard,
         stream: Transport::Plain(stream),
         peer,
@@ -147,27 +182,52 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, kind: 
     c.stream.close().await;
     if let End::BadProxyHeader(why) = end {
         c.shard.metrics().rejected.add(1);
-        c.shard
-            .refused(Refusal::BadProxyHeader, format_args!("{}: {why}", c.peer));
-    }
-    if c.shard.logs(0) {
-        let via = c.via.map(|v| format!(" via={v}")).unwrap_or_default();
-        let auth = c
-            .session
-            .auth()
-            .map(|u| format!(" auth={u}"))
-            .unwrap_or_default();
-        eprintln!(
-            "sluice: session peer={}{via}{auth} core={} messages={} bytes={} end={end}",
-            c.peer,
-            c.shard.core(),
-            c.messages,
-            c.bytes,
+        c.shard.refused(
+            Refusal::BadProxyHeader,
+            c.peer.ip(),
+            format_args!("{}: {why}", c.peer),
         );
     }
+    c.log_end(&end);
 }
 
 impl Connection {
+    /// The `stored` event: the message, and how long from its last octet
+    /// to the answer (the spool's commit and any end-of-message stages).
+    fn log_stored(&self, id: &str, size: u64, ended: Instant) {
+        let envelope = self.session.envelope();
+        info!(
+            core = self.shard.core(),
+            event = "stored",
+            queue_id = id,
+            client = %self.peer.ip(),
+            from = %envelope.reverse_path(),
+            rcpts = envelope.rcpt_to.len(),
+            size,
+            latency_us = ended.elapsed().as_micros() as u64,
+            "stored"
+        );
+    }
+
+    /// The `session` event: who, through what, and how it went.
+    fn log_end(&self, end: &End) {
+        let via = self.via.map(|v| v.to_string());
+        info!(
+            core = self.shard.core(),
+            event = "session",
+            peer = %self.peer,
+            via = via.as_deref().unwrap_or(""),
+            listener = self.kind.name(),
+            helo = self.session.helo().unwrap_or(""),
+            tls = self.session.tls().unwrap_or(""),
+            auth = self.session.auth().unwrap_or(""),
+            messages = self.messages,
+            bytes = self.bytes,
+            outcome = %end,
+            "session"
+        );
+    }
+
     async fn run(&mut self) -> End {
         if self.shard.shutdown().is_triggered() {
             return self.say_goodbye(reply::SHUTTING_DOWN, End::Shutdown).await;
@@ -228,7 +288,7 @@ impl Connection {
             Err(why) => {
                 self.shard.metrics().rejected.add(1);
                 let text = admission::refusal_text(why, rules);
-                self.shard.refused(why, format_args!("{ip}: {text}"));
+                self.shard.refused(why, ip, format_args!("{ip}: {text}"));
                 let reply = admission::refusal_reply(why);
                 return Err(self.say_goodbye(reply, End::Refused(why)).await);
             }
@@ -249,11 +309,15 @@ impl Connection {
                     score.total, lists.threshold
                 );
                 if !lists.log_only {
-                    self.shard.refused(Refusal::Dnsbl, format_args!("{what}"));
+                    self.shard
+                        .refused(Refusal::Dnsbl, ip, format_args!("{what}"));
                     blocked = Some(zone);
-                } else if self.shard.logs(0) {
-                    let core = self.shard.core();
-                    eprintln!("sluice: core {core}: would refuse (--dnsbl-log-only): {what}");
+                } else {
+                    info!(
+                        core = self.shard.core(),
+                        client = %ip,
+                        "would refuse (--dnsbl-log-only): {what}"
+                    );
                 }
             }
         }
@@ -301,6 +365,7 @@ impl Connection {
         let why = Refusal::EarlyTalker;
         self.shard.refused(
             why,
+            self.peer.ip(),
             format_args!("{}: talked before the greeting", self.peer.ip()),
         );
         reply::TALKED_FIRST.write(&mut self.out);
@@ -349,6 +414,9 @@ impl Connection {
             if !matches!(line, Line::Incomplete { .. }) {
                 self.tarpit().await?;
             }
+            let before = self.replies_mark();
+            let mut verb = [0u8; 4];
+            let mut command = 0..0;
             let action = match line {
                 Line::Complete {
                     len,
@@ -356,6 +424,8 @@ impl Connection {
                     bare_lf,
                 } => {
                     let text = self.start..self.start + len;
+                    verb_of(&self.input[text.clone()], &mut verb);
+                    command = text.clone();
                     self.start += consumed;
                     self.session
                         .command(&self.input[text], bare_lf, &mut self.out)
@@ -406,6 +476,7 @@ impl Connection {
                     self.session.recipient_checked(&decision, &mut self.out);
                 }
             }
+            self.log_refusals(&verb, command, before);
             if self.session.is_closed() {
                 // A refused body or failed store was the last error.
                 self.flush().await?;
@@ -427,6 +498,7 @@ impl Connection {
         let why = Refusal::HardErrorLimit;
         self.shard.refused(
             why,
+            self.peer.ip(),
             format_args!("{}: {} errors (--hard-error-limit)", self.peer.ip(), limit),
         );
         End::Refused(why)
@@ -500,14 +572,67 @@ impl Connection {
             Checked::Valid(_) => {}
             Checked::Invalid => self.shard.refused(
                 Refusal::AuthFailed,
+                self.peer.ip(),
                 format_args!("{}: AUTH failed for {user:?}", self.peer.ip()),
             ),
             Checked::Unavailable(why) => self.shard.refused(
                 Refusal::AuthUnavailable,
+                self.peer.ip(),
                 format_args!("{}: AUTH for {user:?} not checked: {why}", self.peer.ip()),
             ),
         }
         checked
+    }
+
+    /// Where the replies to the next command will start: the length of
+    /// the pending replies, the flushes so far, the refusals the core
+    /// logged so far.
+    fn replies_mark(&self) -> RepliesMark {
+        RepliesMark {
+            pending: self.out.len(),
+            flushes: self.flushes,
+            refusals: self.shard.refusals_logged(),
+        }
+    }
+
+    /// Logs the refusals among the replies to the command `verb` (written
+    /// since `before`) as `refused` events, unless the stage that refused
+    /// logged it already (rates, AUTH). For MAIL and RCPT the event names
+    /// the command line (`input[command]`, still there: neither reads
+    /// input) and the transaction's sender.
+    fn log_refusals(&self, verb: &[u8; 4], command: std::ops::Range<usize>, before: RepliesMark) {
+        let start = if self.flushes == before.flushes {
+            before.pending
+        } else {
+            0
+        };
+        let Some(replies) = self.out.get(start..) else {
+            return;
+        };
+        if !matches!(replies.first(), Some(b'4' | b'5'))
+            || self.shard.refusals_logged() != before.refusals
+        {
+            return;
+        }
+        let name = std::str::from_utf8(verb).unwrap_or("").trim_end();
+        let line = match name {
+            "mail" | "rcpt" => self.input.get(command).unwrap_or_default(),
+            _ => &[],
+        };
+        let line = String::from_utf8_lossy(line);
+        let from = self.session.envelope().reverse_path();
+        for reply in replies.split(|&b| b == b'\n') {
+            let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
+            if reply.len() >= 4 && reply[3] == b' ' && is_refusal(&reply[..3]) {
+                let refusal = super::shard::CommandRefusal {
+                    command: name,
+                    line: &line,
+                    from: &from,
+                    reply: &String::from_utf8_lossy(reply),
+                };
+                self.shard.refused_command(self.peer.ip(), &refusal);
+            }
+        }
     }
 
     /// Writes pending replies.
@@ -515,6 +640,7 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.flushes = self.flushes.wrapping_add(1);
         self.shard.metrics().count_replies(&self.out);
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
@@ -573,6 +699,7 @@ impl Connection {
     async fn receive_data(&mut self) -> Result<(), End> {
         let mut m = self.begin_message(Transfer::Data);
         m.receive(self).await?;
+        let ended = Instant::now();
         // Octets read after the terminator are pipelined commands.
         let leftover = m.intake.leftover();
         self.input
@@ -581,7 +708,7 @@ impl Connection {
             .session
             .data_done(m.intake.size(), m.intake.flags(), &mut self.out);
         if verdict == Verdict::Store {
-            self.finish(m).await;
+            self.finish(m, ended).await;
         }
         Ok(())
     }
@@ -601,8 +728,9 @@ impl Connection {
             m.receive(self).await?;
             Some(m)
         };
+        let ended = Instant::now();
         match (self.session.chunk_done(size, last, &mut self.out), message) {
-            (Verdict::Store, Some(m)) => self.finish(m).await,
+            (Verdict::Store, Some(m)) => self.finish(m, ended).await,
             (Verdict::MoreChunks, Some(m)) => self.phase = Phase::Chunking(m),
             // Refused: the message so far, if any, is dropped.
             _ => self.phase = Phase::Commands,
@@ -621,10 +749,10 @@ impl Connection {
     }
 
     /// The end-of-message stages (when any is configured), then the
-    /// commit.
-    async fn finish(&mut self, mut m: Message) {
+    /// commit; `ended` is when the body's last octet came.
+    async fn finish(&mut self, mut m: Message, ended: Instant) {
         if !end_of_message::needed(&self.settings, &self.session) {
-            return self.commit(m, None).await;
+            return self.commit(m, None, ended).await;
         }
         let id = m.id().to_string();
         let outcome = end_of_message::run(
@@ -637,7 +765,7 @@ impl Connection {
         )
         .await;
         match outcome {
-            Outcome::Store(spam) => self.commit(m, spam).await,
+            Outcome::Store(spam) => self.commit(m, spam, ended).await,
             Outcome::Refuse { code, status, text } => {
                 self.session
                     .message_refused(code, &status, format_args!("{text}"), &mut self.out);
@@ -645,19 +773,21 @@ impl Connection {
             Outcome::Discard(why) => {
                 // Answered as stored; nothing is written but chunk records
                 // no commit refers to (readers skip them, recovery cuts them).
-                if self.shard.logs(0) {
-                    eprintln!(
-                        "sluice: discarded {id} from {} (policy DISCARD {why})",
-                        self.peer
-                    );
-                }
+                info!(
+                    core = self.shard.core(),
+                    event = "discarded",
+                    queue_id = %id,
+                    client = %self.peer.ip(),
+                    "discarded {id} from {} (policy DISCARD {why})",
+                    self.peer
+                );
                 self.session.stored(Ok(&id), &mut self.out);
             }
         }
     }
 
     /// Commits a message the session said to store, and answers.
-    async fn commit(&mut self, m: Message, spam: Option<SpamVerdict>) {
+    async fn commit(&mut self, m: Message, spam: Option<SpamVerdict>, ended: Instant) {
         let origin = Origin {
             peer: self.peer,
             helo: self.session.helo().unwrap_or(""),
@@ -671,10 +801,9 @@ impl Connection {
                 self.bytes += total;
                 self.shard.metrics().messages.add(1);
                 self.shard.metrics().bytes.add(total);
-                if self.shard.logs(1) {
-                    eprintln!("sluice: stored {id} from {} ({total} bytes)", self.peer);
-                }
-                self.session.stored(Ok(&id.to_string()), &mut self.out);
+                let id = id.to_string();
+                self.log_stored(&id, total, ended);
+                self.session.stored(Ok(&id), &mut self.out);
             }
             Err(e) => {
                 let failure = match e {

@@ -15,6 +15,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
+use tracing::{error, info, warn};
 
 use super::accept;
 use super::settings::{Published, Settings};
@@ -42,8 +43,6 @@ pub struct CoreStart {
     pub spool_full: Arc<AtomicBool>,
     /// Per-client state, shared by every core.
     pub clients: Arc<ClientTable>,
-    /// -1 quiet, 0 normal, 1+ verbose.
-    pub verbosity: i8,
     /// Gets `Ok` once every listener is bound, or why one could not be.
     pub ready: mpsc::Sender<Result<(), String>>,
 }
@@ -58,7 +57,6 @@ pub async fn run(start: CoreStart) {
         published,
         spool_full,
         clients,
-        verbosity,
         ready,
     } = start;
     let generation = published.generation();
@@ -89,7 +87,7 @@ pub async fn run(start: CoreStart) {
             let r = w.run(recovery.next_segment).await;
             metrics.writer_alive.store(false, Relaxed);
             if let Err(e) = &r {
-                eprintln!("sluice: core {core}: spool writer stopped: {e}; new mail gets 451");
+                error!(core, "spool writer stopped: {e}; new mail gets 451");
             }
             r
         }
@@ -102,7 +100,6 @@ pub async fn run(start: CoreStart) {
         metrics,
         spool_full,
         clients,
-        verbosity,
     });
     glommio::spawn_local(shard.shutdown().clone().watch(flag)).detach();
     glommio::spawn_local(housekeeping(shard.clone(), published)).detach();
@@ -115,21 +112,23 @@ pub async fn run(start: CoreStart) {
     for task in accepting {
         task.await;
     }
+    if core == 0 {
+        crate::service::notify_stopping();
+    }
     drain_connections(&shard).await;
     shard.writer().close();
     let _ = writer_task.await;
-    if shard.logs(0) {
-        let w = shard.writer().stats();
-        let m = shard.metrics();
-        eprintln!(
-            "sluice: core {core} stopped: {} connections, {} messages, {} bytes, {} spool syncs ({:.1} messages per sync)",
-            m.accepted.get(),
-            m.messages.get(),
-            m.bytes.get(),
-            w.syncs,
-            w.commits as f64 / w.syncs.max(1) as f64
-        );
-    }
+    let w = shard.writer().stats();
+    let m = shard.metrics();
+    info!(
+        core,
+        "stopped: {} connections, {} messages, {} bytes, {} spool syncs ({:.1} messages per sync)",
+        m.accepted.get(),
+        m.messages.get(),
+        m.bytes.get(),
+        w.syncs,
+        w.commits as f64 / w.syncs.max(1) as f64
+    );
 }
 
 /// A listener per address, or why one could not be bound.
@@ -153,9 +152,9 @@ async fn drain_connections(shard: &Shard) {
     let deadline = Instant::now() + shard.settings().config.shutdown_grace;
     wait_for_connections(shard, deadline).await;
     if shard.open() > 0 {
-        eprintln!(
-            "sluice: core {}: grace period over, closing {} connection(s) with 421",
-            shard.core(),
+        warn!(
+            core = shard.core(),
+            "grace period over, closing {} connection(s) with 421",
             shard.open()
         );
         shard.grace_over().trigger();

@@ -67,6 +67,7 @@ use std::sync::{mpsc, Arc};
 
 use anyhow::{bail, Context, Result};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use tracing::{info, warn};
 
 use crate::client::table::DEFAULT_CAPACITY;
 use crate::client::ClientTable;
@@ -83,12 +84,12 @@ const IO_MEMORY: usize = 512 << 10;
 /// Resolves `args` (flags over the config file), runs the server until
 /// SIGTERM/SIGINT, re-reads `args` on SIGHUP; returns once every core
 /// stopped.
-pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
+pub fn serve(args: ServeArgs) -> Result<()> {
     let mut config = args.clone().resolve()?;
     let parsed_at_start = config.clone();
     if config.durability == Durability::None {
-        eprintln!(
-            "sluice: WARNING: --durability none: messages are acknowledged without fsync; \
+        warn!(
+            "--durability none: messages are acknowledged without fsync; \
              a crash or power loss loses acknowledged mail. Use this for benchmarks only."
         );
     }
@@ -142,14 +143,19 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
         let dir = core_dir(&config.spool, core);
         let recovery = recover_core(&dir)
             .with_context(|| format!("cannot recover the spool in {}", dir.display()))?;
-        if verbosity >= 0 {
-            eprintln!(
-                "sluice: core {core} (cpu {cpu}): recovered {} messages ({} bytes), dropped {} bytes of unacknowledged tail",
-                recovery.messages, recovery.bytes, recovery.dropped_bytes
-            );
-        }
+        info!(
+            core,
+            cpu,
+            "recovered {} messages ({} bytes), dropped {} bytes of unacknowledged tail",
+            recovery.messages,
+            recovery.bytes,
+            recovery.dropped_bytes
+        );
         for p in &recovery.problems {
-            eprintln!("sluice: core {core}: WARNING: damaged spool record left in place: {p} (see `sluice spool verify`)");
+            warn!(
+                core,
+                "damaged spool record left in place: {p} (see `sluice spool verify`)"
+            );
         }
         let start = self::core::CoreStart {
             core,
@@ -159,7 +165,6 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             published: published.clone(),
             spool_full: spool_full.clone(),
             clients: clients.clone(),
-            verbosity,
             ready: ready_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -186,34 +191,31 @@ pub fn serve(args: ServeArgs, verbosity: i8) -> Result<()> {
             Err(_) => bail!("a core stopped during start-up"),
         }
     }
-    if verbosity >= 0 {
-        let addrs: Vec<String> = config.listen.iter().map(|a| a.to_string()).collect();
-        eprintln!(
-            "sluice: ready: listening on {} with {} core(s), spool {}",
-            addrs.join(", "),
-            config.cpus.len(),
-            config.spool.display()
-        );
-        for (addr, kind) in config.listeners() {
-            if kind != ListenerKind::Smtp {
-                eprintln!("sluice: {kind:?} (AUTH) on {addr}");
-            }
-        }
-        if let Some(map) = &config.recipient_map {
-            eprintln!("sluice: {}", map.summary());
-        }
-        if let Some(addr) = metrics_addr {
-            eprintln!("sluice: metrics at http://{addr}/metrics, health at http://{addr}/healthz");
+    let addrs: Vec<String> = config.listen.iter().map(|a| a.to_string()).collect();
+    info!(
+        "ready: listening on {} with {} core(s), spool {}",
+        addrs.join(", "),
+        config.cpus.len(),
+        config.spool.display()
+    );
+    for (addr, kind) in config.listeners() {
+        if kind != ListenerKind::Smtp {
+            info!("{kind:?} (AUTH) on {addr}");
         }
     }
+    if let Some(map) = &config.recipient_map {
+        info!("{}", map.summary());
+    }
+    if let Some(addr) = metrics_addr {
+        info!("metrics at http://{addr}/metrics, health at http://{addr}/healthz");
+    }
+    crate::service::notify_ready();
     for h in handles {
         if h.join().is_err() {
             bail!("a core's executor panicked");
         }
     }
-    if verbosity >= 0 {
-        eprintln!("sluice: stopped");
-    }
+    info!("stopped");
     Ok(())
 }
 

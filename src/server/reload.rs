@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
+use tracing::{info, warn};
 
 use super::settings::Published;
 use crate::config::{Config, ServeArgs};
@@ -36,30 +37,40 @@ pub fn spawn(
     Ok(())
 }
 
+/// One SIGHUP, told to systemd as a reload from start to end.
 fn reload(args: &ServeArgs, parsed_at_start: &Config, published: &Published) {
+    crate::service::notify_reloading();
+    let status = apply(args, parsed_at_start, published);
+    crate::service::notify_reloaded(status);
+}
+
+/// Re-resolves the configuration and publishes it, or keeps the running
+/// one; returns the status line for systemd.
+fn apply(args: &ServeArgs, parsed_at_start: &Config, published: &Published) -> &'static str {
     let mut fresh = match args.clone().resolve() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sluice: reload refused, the running configuration stays: {e:#}");
-            return;
+            warn!("reload refused, the running configuration stays: {e:#}");
+            return "accepting mail; the last reload was refused (see the log)";
         }
     };
     let running = published.latest();
     let needs_restart = keep_fixed(&mut fresh, parsed_at_start, &running);
     if !needs_restart.is_empty() {
-        eprintln!(
-            "sluice: reload: {} changed, which takes effect only after a restart",
+        warn!(
+            "reload: {} changed, which takes effect only after a restart",
             needs_restart.join(", ")
         );
     }
     if let Some(map) = &fresh.recipient_map {
-        eprintln!("sluice: reload: {}", map.summary());
+        info!("reload: {}", map.summary());
     }
     published.publish(Arc::new(fresh));
-    eprintln!(
-        "sluice: reloaded the configuration (generation {}): new sessions use it",
+    info!(
+        "reloaded the configuration (generation {}): new sessions use it",
         published.generation()
     );
+    "accepting mail"
 }
 
 /// Copies the settings a running process cannot change from `running`

@@ -65,14 +65,14 @@ pub async fn scan(
         Ok(v) => v,
         Err(e) => return failed(shard, rspamd.fail_closed, id, &e.to_string()),
     };
-    if shard.logs(0) {
-        eprintln!(
-            "sluice: rspamd {id} from {peer}: {} (score {:.2} / {:.2})",
-            verdict.action.name(),
-            verdict.score,
-            verdict.required_score
-        );
-    }
+    tracing::info!(
+        core = shard.core(),
+        queue_id = id,
+        "rspamd {id} from {peer}: {} (score {:.2} / {:.2})",
+        verdict.action.name(),
+        verdict.score,
+        verdict.required_score
+    );
     let stored = SpamVerdict {
         action: verdict.action.name().to_string(),
         score: format!("{:.2}", verdict.score),

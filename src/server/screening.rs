@@ -59,13 +59,10 @@ pub async fn finish(
             .metrics()
             .dnsbl_failures
             .add(lookup.failures.len() as u64);
-        if shard.logs(0) {
-            eprintln!(
-                "sluice: core {}: DNS lists without an answer (counted as not listed): {}",
-                shard.core(),
-                lookup.failures.join(", ")
-            );
-        }
+        shard.repeated_error(format_args!(
+            "DNS lists without an answer (counted as not listed): {}",
+            lookup.failures.join(", ")
+        ));
     }
     if let Some(h) = hold {
         h.cache_listing(lists.tag, lookup.listing, lookup.ttl);

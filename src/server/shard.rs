@@ -9,10 +9,13 @@
 //! fields stay private.
 
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+
+use tracing::{info, warn};
 
 use super::arena::{Arena, ArenaPool};
 use super::log_budget::LogBudget;
@@ -45,8 +48,6 @@ pub struct Shard {
     /// Triggered when the shutdown grace period is over: sessions still
     /// inside a transaction get 421 and are closed.
     grace_over: Shutdown,
-    /// -1 quiet, 0 normal, 1+ verbose.
-    verbosity: i8,
     /// Counters, read by the metrics endpoint and the stop line.
     metrics: Arc<CoreMetrics>,
     /// Set while the undrained spool is over --spool-max-bytes.
@@ -56,6 +57,22 @@ pub struct Shard {
     /// How many refusals may still be logged.
     refusal_log: LogBudget,
     policy_log: LogBudget,
+    /// Repeated errors (accept failures, DNS lists without an answer).
+    error_log: LogBudget,
+    /// Refusals [`Shard::refused`] counted so far.
+    refusals: Cell<u64>,
+}
+
+/// A refusal the session answered, for [`Shard::refused_command`].
+pub struct CommandRefusal<'a> {
+    /// The command's verb, lower case: `rcpt`.
+    pub command: &'a str,
+    /// The command line for MAIL and RCPT (`RCPT TO:<a@b>`), else empty.
+    pub line: &'a str,
+    /// The transaction's reverse-path, empty for none or `<>`.
+    pub from: &'a str,
+    /// The reply line: `550 5.7.1 …`.
+    pub reply: &'a str,
 }
 
 /// What a shard is made of.
@@ -67,7 +84,6 @@ pub struct ShardParts {
     pub metrics: Arc<CoreMetrics>,
     pub spool_full: Arc<AtomicBool>,
     pub clients: Arc<ClientTable>,
-    pub verbosity: i8,
 }
 
 impl Shard {
@@ -85,12 +101,13 @@ impl Shard {
             open: Cell::new(0),
             shutdown: Rc::new(Shutdown::default()),
             grace_over: Shutdown::default(),
-            verbosity: parts.verbosity,
             metrics: parts.metrics,
             spool_full: parts.spool_full,
             clients: parts.clients,
             refusal_log: LogBudget::default(),
             policy_log: LogBudget::default(),
+            error_log: LogBudget::default(),
+            refusals: Cell::new(0),
         })
     }
 
@@ -124,57 +141,84 @@ impl Shard {
         &self.clients
     }
 
-    /// Counts a refusal and logs `what` (a sentence about the client),
-    /// within the core's log budget.
-    pub fn refused(&self, why: Refusal, what: std::fmt::Arguments<'_>) {
+    /// Counts a refusal of `client` and logs `what` (a sentence about
+    /// it), within the core's log budget: the `refused` event.
+    pub fn refused(&self, why: Refusal, client: IpAddr, what: std::fmt::Arguments<'_>) {
         self.metrics.refused(why);
-        if !self.logs(0) {
-            return;
-        }
-        self.log_within(
-            &self.refusal_log,
-            "refusal(s)",
-            format_args!("refused ({}): {what}", why.label()),
-        );
-    }
-
-    /// Logs `line` if `budget` allows, first saying how many lines of
-    /// `kind` it held back since the last one.
-    fn log_within(&self, budget: &LogBudget, kind: &str, line: std::fmt::Arguments<'_>) {
-        let allowance = budget.spend(std::time::Instant::now());
-        if allowance.suppressed > 0 {
-            eprintln!(
-                "sluice: core {}: {} more {kind} were not logged",
-                self.core, allowance.suppressed
+        self.refusals.set(self.refusals.get() + 1);
+        if self.within(&self.refusal_log, "refusal(s)") {
+            info!(
+                core = self.core,
+                event = "refused",
+                code = why.code(),
+                reason = why.label(),
+                client = %client,
+                "refused ({}): {what}",
+                why.label()
             );
         }
-        if allowance.log {
-            eprintln!("sluice: core {}: {line}", self.core);
+    }
+
+    /// How many refusals [`Shard::refused`] has seen (a stage that refused
+    /// and logged moves it).
+    pub fn refusals_logged(&self) -> u64 {
+        self.refusals.get()
+    }
+
+    /// Logs a refusal the session answered to a command of `client`,
+    /// within the core's log budget: the `refused` event with `reason` the
+    /// command.
+    pub fn refused_command(&self, client: IpAddr, r: &CommandRefusal<'_>) {
+        if self.within(&self.refusal_log, "refusal(s)") {
+            let code: u16 = r.reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            info!(
+                core = self.core,
+                event = "refused",
+                code,
+                reason = r.command,
+                client = %client,
+                command = r.line,
+                from = r.from,
+                "refused ({}): {client}: {}",
+                r.command,
+                r.reply
+            );
         }
+    }
+
+    /// Whether `budget` lets one more line of `kind` out now; first logs
+    /// how many it held back since the last one.
+    fn within(&self, budget: &LogBudget, kind: &str) -> bool {
+        let allowance = budget.spend(std::time::Instant::now());
+        if allowance.suppressed > 0 {
+            info!(
+                core = self.core,
+                "{} more {kind} were not logged", allowance.suppressed
+            );
+        }
+        allowance.log
     }
 
     /// Logs a line about the policy stages (a service failing, WARN, an
     /// action sluice does not have), within its own log budget: a service
     /// that is down would otherwise log every RCPT.
     pub fn policy_note(&self, what: std::fmt::Arguments<'_>) {
-        if !self.logs(0) {
-            return;
+        if self.within(&self.policy_log, "policy line(s)") {
+            info!(core = self.core, "policy: {what}");
         }
-        self.log_within(
-            &self.policy_log,
-            "policy line(s)",
-            format_args!("policy: {what}"),
-        );
+    }
+
+    /// Logs an error that can repeat at the rate of connections (accept
+    /// failing, DNS lists not answering), within its own log budget.
+    pub fn repeated_error(&self, what: std::fmt::Arguments<'_>) {
+        if self.within(&self.error_log, "error line(s)") {
+            warn!(core = self.core, "{what}");
+        }
     }
 
     /// Whether the undrained spool is over `--spool-max-bytes`.
     pub fn spool_full(&self) -> bool {
         self.spool_full.load(Relaxed)
-    }
-
-    /// Whether log lines of `level` are wanted (0 normal, 1 verbose).
-    pub fn logs(&self, level: i8) -> bool {
-        self.verbosity >= level
     }
 
     /// How much of a message is held in memory before it spills (the
@@ -229,12 +273,10 @@ impl Shard {
         if generation != self.generation.get() {
             self.generation.set(generation);
             *self.settings.borrow_mut() = Settings::new(published.latest());
-            if self.logs(0) {
-                eprintln!(
-                    "sluice: core {}: new sessions use configuration generation {generation}",
-                    self.core
-                );
-            }
+            info!(
+                core = self.core,
+                "new sessions use configuration generation {generation}"
+            );
         }
     }
 }

@@ -345,13 +345,18 @@ impl SpoolWriter {
     ) -> Result<Option<Duration>, StoreError> {
         let start = seg.len;
         if let Err(e) = seg.write_all(std::mem::take(&mut batch.buf)).await {
-            eprintln!(
-                "sluice: spool write to {} failed: {e}; {} message(s) refused",
+            tracing::error!(
+                core = self.config.core,
+                "spool write to {} failed: {e}; {} message(s) refused",
                 seg.path.display(),
                 batch.commits
             );
             if let Err(t) = seg.file.truncate(start).await {
-                eprintln!("sluice: could not cut back {}: {t}", seg.path.display());
+                tracing::error!(
+                    core = self.config.core,
+                    "could not cut back {}: {t}",
+                    seg.path.display()
+                );
             }
             seg.len = start;
             seg.zeroed = start;
@@ -360,7 +365,11 @@ impl SpoolWriter {
         if batch.sync && self.config.durability == Durability::Fsync {
             let started = Instant::now();
             if let Err(e) = seg.file.fdatasync().await {
-                eprintln!("sluice: fdatasync of {} failed: {e}", seg.path.display());
+                tracing::error!(
+                    core = self.config.core,
+                    "fdatasync of {} failed: {e}",
+                    seg.path.display()
+                );
                 return Err(io::Error::from(e).into());
             }
             return Ok(Some(started.elapsed()));

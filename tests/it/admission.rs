@@ -237,7 +237,7 @@ fn past_the_soft_limit_replies_wait_and_the_hard_limit_closes_with_421() {
         "421 4.7.0 Too many errors, closing connection\r\n"
     );
     assert!(c.closed());
-    server.wait_for_log("end=refused: hard_error_limit");
+    server.wait_for_log(r#"outcome="refused: hard_error_limit""#);
 }
 
 #[test]

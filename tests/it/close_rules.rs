@@ -296,7 +296,7 @@ fn a_client_that_leaves_mid_message_stores_nothing() {
     }
     for i in 0..3 {
         let end = server.wait_for_log(&format!("peer=127.0.2.{}:", 10 + i));
-        assert!(end.ends_with("end=disconnected"), "{end}");
+        assert!(end.ends_with("outcome=disconnected"), "{end}");
     }
     assert_eq!(exported(&server.spool).len(), 0);
 }
@@ -322,7 +322,7 @@ fn a_client_that_never_reads_its_replies_is_let_go_after_the_idle_timeout() {
     }
     // The idle timeout (2 s) applies to the blocked write too.
     let end = server.wait_for_log("peer=127.0.2.20:");
-    assert!(end.ends_with("end=write-timeout"), "{end}");
+    assert!(end.ends_with("outcome=write-timeout"), "{end}");
     // The slot is free again: the client limit (2) counts it no more.
     let a = Client::over(connect_from("127.0.2.20", server.addr));
     let b = Client::over(connect_from("127.0.2.20", server.addr));

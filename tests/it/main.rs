@@ -41,3 +41,5 @@ mod nats;
 mod drain;
 // Submission: AUTH on 587 and 465 with swaks, smtplib, msmtp and Dovecot.
 mod submission;
+// Log lines (text and JSON) and sd_notify readiness.
+mod logging;

@@ -54,9 +54,13 @@ fn connections_without_a_valid_header_are_closed_unanswered() {
         s.write_all(first).unwrap();
         closed_silently(s);
     }
-    server.wait_for_log("end=closed: the connection did not start with a PROXY protocol header");
-    server.wait_for_log("end=closed: PROXY v1 line is not TCP4, TCP6 or UNKNOWN with four fields");
-    server.wait_for_log("end=closed: PROXY v2 header too short for its addresses");
+    server.wait_for_log(
+        r#"outcome="closed: the connection did not start with a PROXY protocol header"#,
+    );
+    server.wait_for_log(
+        r#"outcome="closed: PROXY v1 line is not TCP4, TCP6 or UNKNOWN with four fields"#,
+    );
+    server.wait_for_log(r#"outcome="closed: PROXY v2 header too short for its addresses"#);
 }
 
 #[test]

@@ -210,6 +210,17 @@ fn auth_comes_only_after_tls_and_mail_only_after_auth() {
         250
     );
     assert_eq!(code_of(&c.cmd("RCPT TO:<anyone@anywhere.example>")), 250);
+    assert_eq!(code_of(&c.cmd("QUIT")), 221);
+    let session = s
+        .server
+        .wait_for_log(" listener=submission helo=app.test tls=");
+    assert!(
+        session.contains(" auth=alice ") && session.ends_with(" outcome=quit"),
+        "{session}"
+    );
+    // The 530s were refusals of MAIL.
+    s.server
+        .wait_for_log("refused (mail): 127.0.0.1: 530 5.7.0 Must issue a STARTTLS command first");
 }
 
 #[test]

@@ -159,7 +159,7 @@ fn a_failed_handshake_costs_only_that_connection() {
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut c.stream, &mut rest).unwrap();
     assert_eq!(rest.first(), Some(&21), "{rest:?}");
-    server.wait_for_log("end=tls-failed: ");
+    server.wait_for_log(r#"outcome="tls-failed: "#);
     // The server goes on serving.
     let mut c = server.connect().starttls(m.client());
     assert_eq!(c.code("EHLO client.test"), 250);

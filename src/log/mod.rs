@@ -1,0 +1,122 @@
+//! Where sluice's log events go and in what form.
+//!
+//! Why it exists: operators read a mail server's log by queue id and by
+//! client, and ship it to tools that want one JSON object per line. Every
+//! part of sluice logs through `tracing`; this module sets up the one
+//! subscriber: the level (`-q`, `-v`, `-vv`, or `RUST_LOG`), the format
+//! (`--log-format text|json`), and a writer that never blocks an
+//! executor: lines go to a background thread that writes them to stderr
+//! in batches, and are dropped (not waited for) if it falls far behind.
+//!
+//! The events a log reader can rely on carry an `event` field:
+//! `session` (one per connection), `stored` (one per accepted message),
+//! `refused` (one per refusal, within the core's log budget) and
+//! `discarded`. Their fields are listed in `docs/logging.md`.
+
+use std::io::BufWriter;
+
+use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::fmt;
+
+mod text;
+
+pub use text::Text;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human line per event: `sluice: core 0: stored queue_id=… size=…`.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+/// Lines the writer thread may fall behind by before it drops lines.
+const BACKLOG_LINES: usize = 64 * 1024;
+/// The writer thread's buffer: lines reach stderr in writes of up to this
+/// size, flushed after each batch the thread takes off its queue.
+const WRITE_BUFFER: usize = 64 << 10;
+
+/// Keeps the writer thread; dropping it writes what is still queued.
+#[must_use = "log lines queued when this is dropped are written; keep it until exit"]
+pub struct Guard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+/// The filter for `verbosity` (-1 quiet, 0 normal, 1 `-v`, 2 `-vv`)
+/// unless `RUST_LOG` is set: sluice's own events at that level, other
+/// crates' at warnings (or at the same level from `-vv` on).
+pub fn filter(verbosity: i8, rust_log: Option<&str>) -> Result<EnvFilter, String> {
+    if let Some(directives) = rust_log.filter(|d| !d.trim().is_empty()) {
+        return EnvFilter::builder()
+            .parse(directives)
+            .map_err(|e| format!("RUST_LOG={directives:?}: {e}"));
+    }
+    let directives = match verbosity {
+        i8::MIN..=-1 => "warn",
+        0 => "warn,sluice=info",
+        1 => "warn,sluice=debug",
+        _ => "debug,sluice=trace",
+    };
+    Ok(EnvFilter::new(directives))
+}
+
+/// Installs the subscriber for the process: `name` starts every text line
+/// (`sluice`, `sluice drain`).
+pub fn init(name: &'static str, format: LogFormat, verbosity: i8) -> Result<Guard, String> {
+    let filter = filter(verbosity, std::env::var("RUST_LOG").ok().as_deref())?;
+    let stderr = BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BACKLOG_LINES)
+        .thread_name("sluice-log")
+        .finish(stderr);
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match format {
+        LogFormat::Text => builder
+            .event_format(Text::new(
+                name,
+                std::env::var_os("JOURNAL_STREAM").is_none(),
+            ))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+    installed.map_err(|e| format!("cannot install the logger: {e}"))?;
+    Ok(Guard(guard))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter's directives, in a stable order.
+    fn directives(verbosity: i8, rust_log: Option<&str>) -> Vec<String> {
+        let mut d: Vec<String> = filter(verbosity, rust_log)
+            .unwrap()
+            .to_string()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        d.sort();
+        d
+    }
+
+    #[test]
+    fn verbosity_sets_sluice_level_and_rust_log_wins() {
+        assert_eq!(directives(0, None), ["sluice=info", "warn"]);
+        assert_eq!(directives(-1, None), ["warn"]);
+        assert_eq!(directives(1, None), ["sluice=debug", "warn"]);
+        assert_eq!(directives(3, None), ["debug", "sluice=trace"]);
+        assert_eq!(
+            directives(0, Some("sluice::server=trace")),
+            ["sluice::server=trace"]
+        );
+        assert_eq!(directives(0, Some("  ")), ["sluice=info", "warn"]);
+        let e = filter(0, Some("sluice=[bad")).unwrap_err();
+        assert!(e.starts_with("RUST_LOG=\"sluice=[bad\""), "{e}");
+    }
+}

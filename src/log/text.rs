@@ -1,0 +1,179 @@
+//! The text log format: the lines sluice has always written, with the
+//! event's fields after the sentence.
+//!
+//! Why it exists: tracing-subscriber's default lines put the module path
+//! and level first; an operator grepping for `sluice: core 0:` or
+//! `refused (` should keep finding them. A line is
+//! `[TIME ]NAME: [core N: ][WARNING: |ERROR: ]MESSAGE[ key=value…]`
+//! (fields with an empty value, and `event`, which the sentence names,
+//! are left out); the time is left out under systemd (journald stamps
+//! each line itself).
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The text format.
+#[derive(Debug, Clone)]
+pub struct Text {
+    name: &'static str,
+    timestamps: bool,
+}
+
+impl Text {
+    /// Lines start with `name`; `timestamps` puts the time first.
+    pub fn new(name: &'static str, timestamps: bool) -> Text {
+        Text { name, timestamps }
+    }
+}
+
+/// The parts of an event, in the order the line shows them.
+#[derive(Default)]
+struct Parts {
+    core: Option<u64>,
+    message: String,
+    fields: String,
+}
+
+impl Parts {
+    fn field(&mut self, name: &str) -> &mut String {
+        self.fields.push(' ');
+        self.fields.push_str(name);
+        self.fields.push('=');
+        &mut self.fields
+    }
+}
+
+impl Visit for Parts {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "core" {
+            self.core = Some(value);
+        } else {
+            let _ = write!(self.field(field.name()), "{value}");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        match u64::try_from(value) {
+            Ok(v) => self.record_u64(field, v),
+            Err(_) => {
+                let _ = write!(self.field(field.name()), "{value}");
+            }
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => return self.message.push_str(value),
+            // The sentence names the event; an empty value says nothing.
+            "event" => return,
+            _ if value.is_empty() => return,
+            _ => {}
+        }
+        let out = self.field(field.name());
+        // Quoted when a reader could not otherwise tell where it ends.
+        if value.contains([' ', '"', '=']) {
+            let _ = write!(out, "{value:?}");
+        } else {
+            out.push_str(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            // Display values (`%x`) come here too; format, then quote if
+            // needed, as a string.
+            let shown = format!("{value:?}");
+            self.record_str(field, &shown);
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Text
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut parts = Parts::default();
+        event.record(&mut parts);
+        if self.timestamps {
+            SystemTime.format_time(&mut writer)?;
+            writer.write_char(' ')?;
+        }
+        write!(writer, "{}: ", self.name)?;
+        if let Some(core) = parts.core {
+            write!(writer, "core {core}: ")?;
+        }
+        match *event.metadata().level() {
+            Level::ERROR => writer.write_str("ERROR: ")?,
+            Level::WARN => writer.write_str("WARNING: ")?,
+            _ => {}
+        }
+        writeln!(writer, "{}{}", parts.message, parts.fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Captures what a subscriber with the text format writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(log: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(Text::new("sluice", false))
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn core_and_level_lead_fields_follow_and_odd_values_are_quoted() {
+        let out = lines(|| {
+            tracing::info!(core = 1u64, queue_id = "0001abc", size = 1024u64, "stored");
+            tracing::warn!("--durability none: benchmarks only");
+            tracing::error!(core = 0u64, why = %"disk full now", "spool writer stopped");
+            tracing::info!(event = "session", helo = "", delta = -3i64, "session");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "sluice: core 1: stored queue_id=0001abc size=1024",
+                "sluice: WARNING: --durability none: benchmarks only",
+                "sluice: core 0: ERROR: spool writer stopped why=\"disk full now\"",
+                "sluice: session delta=-3",
+            ]
+        );
+    }
+}
