@@ -40,8 +40,10 @@ def run_variant(binary, tls, args, workdir, material):
     port = free_port()
     spool = os.path.join(workdir, "ab-spool")
     shutil.rmtree(spool, ignore_errors=True)
-    cmd = [binary, "serve", "-q", "--listen", f"127.0.0.1:{port}", "--spool", spool,
+    cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}", "--spool", spool,
            "--max-message-size", "64M"]
+    if not args.log:
+        cmd.insert(2, "-q")
     if args.server_cores:
         cmd += ["--cores", args.server_cores]
     cmd += args.server_args.split()
@@ -49,13 +51,16 @@ def run_variant(binary, tls, args, workdir, material):
     if tls:
         cmd += ["--tls-cert", material[0], "--tls-key", material[1]]
         extra += ["--tls", "--tls-ca", material[0]]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    log = open(os.path.join(workdir, "ab.log"), "wb") if args.log else None
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=log)
     try:
         wait_port(port)
         r = load(port, args.size, args.sessions, args.seconds, args.loadgen_cores, extra)
     finally:
         stop_process(proc)
         shutil.rmtree(spool, ignore_errors=True)
+        if log:
+            log.close()
     if r["errors"]:
         raise SystemExit(f"ab: {r['errors']} errors in a run; not a fair comparison")
     return r["messages_per_s"]
@@ -71,6 +76,8 @@ def main():
     ap.add_argument("--server-cores", default="")
     ap.add_argument("--loadgen-cores", default="")
     ap.add_argument("--loadgen-args", default="", help="more sluice-loadgen flags, one string")
+    ap.add_argument("--log", action="store_true",
+                    help="servers log at their default level (not -q), stderr into a file")
     ap.add_argument("--server-args", default="",
                     help="more `sluice serve` flags for every variant, one string (--durability none)")
     args = ap.parse_args()
@@ -91,7 +98,8 @@ def main():
                 results[name].append(rate)
                 print(f"round {rnd + 1}: {name} {rate:,.0f} msg/s", file=sys.stderr)
     first = statistics.median(results[variants[0][0]])
-    print(f"{args.size} x {args.sessions} sessions {args.loadgen_args} {args.server_args}, "
+    logging = "default log level, stderr to a file" if args.log else "-q"
+    print(f"{args.size} x {args.sessions} sessions {args.loadgen_args} {args.server_args} ({logging}), "
           f"{args.seconds} s per run, "
           f"{args.rounds} rounds\n")
     print("| variant | msgs/s per round | median | ratio |")

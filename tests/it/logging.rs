@@ -4,7 +4,7 @@
 //! manager over `NOTIFY_SOCKET` (the sd_notify protocol systemd speaks).
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -143,27 +143,13 @@ fn a_bad_rust_log_stops_start_up_with_a_sentence() {
 fn rust_log_overrides_the_level_for_one_module() {
     // Only the connection module's events: the stored line, not the
     // core's recovery line; the harness's ready line is sluice::server's.
-    let mut cmd = Command::new(BIN);
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--hostname",
-        "mx.test",
-        "--cores",
-        "1",
-    ])
-    .arg("--spool")
-    .arg(&spool)
-    .env(
+    let mut cmd = Server::command(&spool, &[]);
+    cmd.env(
         "RUST_LOG",
         "warn,sluice::server=info,sluice::server::connection=warn",
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    );
     let server = Server::spawn(cmd, &spool);
     let mut c = server.connect();
     let id = queued_id(&c.send_mail("a@x.test", "b@y.test", b"hi\r\n"));
@@ -216,22 +202,8 @@ fn readiness_reload_and_stop_are_told_over_notify_socket() {
     let manager = Manager::new();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--hostname",
-        "mx.test",
-        "--cores",
-        "1",
-    ])
-    .arg("--spool")
-    .arg(&spool)
-    .env("NOTIFY_SOCKET", &manager.path)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut cmd = Server::command(&spool, &[]);
+    cmd.env("NOTIFY_SOCKET", &manager.path);
     let mut server = Server::spawn(cmd, &spool);
     let ready = manager.next();
     assert_eq!(ready[0], "READY=1", "{ready:?}");

@@ -43,3 +43,5 @@ mod drain;
 mod submission;
 // Log lines (text and JSON) and sd_notify readiness.
 mod logging;
+// The Debian package: contents, units, man pages, the unpacked binary.
+mod package;

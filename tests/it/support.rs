@@ -32,6 +32,12 @@ impl Server {
 
     /// Starts on an existing spool path (for restarts).
     pub fn start_on(spool: &Path, extra: &[&str]) -> Server {
+        Server::spawn(Server::command(spool, extra), spool)
+    }
+
+    /// The command [`Server::start_on`] runs (to add an environment
+    /// before [`Server::spawn`]).
+    pub fn command(spool: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--hostname", "mx.test"])
             .args(if extra.contains(&"--cores") {
@@ -45,7 +51,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        Server::spawn(cmd, spool)
+        cmd
     }
 
     /// Spawns a prepared command and waits for its "ready" line.
