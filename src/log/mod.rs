@@ -5,22 +5,26 @@
 //! part of sluice logs through `tracing`; this module sets up the one
 //! subscriber: the level (`-q`, `-v`, `-vv`, or `RUST_LOG`), the format
 //! (`--log-format text|json`), and a writer that never blocks an
-//! executor: lines go to a background thread that writes them to stderr
-//! in batches, and are dropped (not waited for) if it falls far behind.
+//! executor ([`writer`]): a core's lines collect in its own buffer and go
+//! to a background thread in batches, which writes them to stderr, and
+//! are dropped (not waited for) if it falls far behind.
 //!
 //! The events a log reader can rely on carry an `event` field:
 //! `session` (one per connection), `stored` (one per accepted message),
 //! `refused` (one per refusal, within the core's log budget) and
 //! `discarded`. Their fields are listed in `docs/logging.md`.
 
-use std::io::BufWriter;
-
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt;
+use tracing_subscriber::fmt::MakeWriter;
 
+mod json;
 mod text;
+pub mod writer;
 
+pub use json::Json;
 pub use text::Text;
+pub use writer::{batch_this_thread, flush_this_thread, FLUSH_EVERY};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -32,15 +36,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// Lines the writer thread may fall behind by before it drops lines.
-const BACKLOG_LINES: usize = 64 * 1024;
-/// The writer thread's buffer: lines reach stderr in writes of up to this
-/// size, flushed after each batch the thread takes off its queue.
-const WRITE_BUFFER: usize = 64 << 10;
-
-/// Keeps the writer thread; dropping it writes what is still queued.
+/// Ends the writer thread when dropped, after writing what is queued.
 #[must_use = "log lines queued when this is dropped are written; keep it until exit"]
-pub struct Guard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+pub struct Guard(Option<writer::Writer>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.stop();
+        }
+    }
+}
+
+/// Gives tracing-subscriber's formatted lines to the [`writer`] sink (it
+/// writes each event's line with one `write`).
+struct ToSink;
+
+impl std::io::Write for ToSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if let Some(sink) = writer::sink() {
+            sink.write_line(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for ToSink {
+    type Writer = ToSink;
+
+    fn make_writer(&'a self) -> ToSink {
+        ToSink
+    }
+}
 
 /// The filter for `verbosity` (-1 quiet, 0 normal, 1 `-v`, 2 `-vv`)
 /// unless `RUST_LOG` is set: sluice's own events at that level, other
@@ -64,13 +95,9 @@ pub fn filter(verbosity: i8, rust_log: Option<&str>) -> Result<EnvFilter, String
 /// (`sluice`, `sluice drain`).
 pub fn init(name: &'static str, format: LogFormat, verbosity: i8) -> Result<Guard, String> {
     let filter = filter(verbosity, std::env::var("RUST_LOG").ok().as_deref())?;
-    let stderr = BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(BACKLOG_LINES)
-        .thread_name("sluice-log")
-        .finish(stderr);
-    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    let writer = writer::start(Box::new(std::io::stderr()))
+        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+    let builder = fmt().with_env_filter(filter).with_writer(ToSink);
     let installed = match format {
         LogFormat::Text => builder
             .event_format(Text::new(
@@ -78,15 +105,10 @@ pub fn init(name: &'static str, format: LogFormat, verbosity: i8) -> Result<Guar
                 std::env::var_os("JOURNAL_STREAM").is_none(),
             ))
             .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(Json).try_init(),
     };
     installed.map_err(|e| format!("cannot install the logger: {e}"))?;
-    Ok(Guard(guard))
+    Ok(Guard(Some(writer)))
 }
 
 #[cfg(test)]

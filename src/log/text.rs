@@ -87,13 +87,25 @@ impl Visit for Parts {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
-        } else {
-            // Display values (`%x`) come here too; format, then quote if
-            // needed, as a string.
-            let shown = format!("{value:?}");
-            self.record_str(field, &shown);
+            return;
+        }
+        // Display values (`%x`) come here too: written in place, then
+        // dropped if empty or quoted if needed, as `record_str` does.
+        let start = self.fields.len();
+        let at = self.field(field.name()).len();
+        let _ = write!(self.fields, "{value:?}");
+        if self.fields.len() == at {
+            self.fields.truncate(start);
+        } else if self.fields[at..].contains([' ', '"', '=']) {
+            let value = self.fields.split_off(at);
+            let _ = write!(self.fields, "{value:?}");
         }
     }
+}
+
+thread_local! {
+    /// One event's parts, reused: formatting allocates nothing once warm.
+    static PARTS: std::cell::RefCell<Parts> = std::cell::RefCell::new(Parts::default());
 }
 
 impl<S, N> FormatEvent<S, N> for Text
@@ -107,10 +119,21 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut parts = Parts::default();
-        event.record(&mut parts);
+        PARTS.with(|parts| {
+            let mut parts = parts.borrow_mut();
+            parts.core = None;
+            parts.message.clear();
+            parts.fields.clear();
+            event.record(&mut *parts);
+            self.write_line(&mut writer, event, &parts)
+        })
+    }
+}
+
+impl Text {
+    fn write_line(&self, writer: &mut Writer<'_>, event: &Event<'_>, parts: &Parts) -> fmt::Result {
         if self.timestamps {
-            SystemTime.format_time(&mut writer)?;
+            SystemTime.format_time(writer)?;
             writer.write_char(' ')?;
         }
         write!(writer, "{}: ", self.name)?;
@@ -163,7 +186,8 @@ mod tests {
             tracing::info!(core = 1u64, queue_id = "0001abc", size = 1024u64, "stored");
             tracing::warn!("--durability none: benchmarks only");
             tracing::error!(core = 0u64, why = %"disk full now", "spool writer stopped");
-            tracing::info!(event = "session", helo = "", delta = -3i64, "session");
+            tracing::info!(event = "session", helo = "", delta = -3i64, via = %"", "session");
+            tracing::info!(outcome = %"closed: no header", peer = %"127.0.0.1:25", "session");
         });
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
@@ -173,6 +197,7 @@ mod tests {
                 "sluice: WARNING: --durability none: benchmarks only",
                 "sluice: core 0: ERROR: spool writer stopped why=\"disk full now\"",
                 "sluice: session delta=-3",
+                "sluice: session outcome=\"closed: no header\" peer=127.0.0.1:25",
             ]
         );
     }

@@ -59,6 +59,8 @@ pub async fn run(start: CoreStart) {
         clients,
         ready,
     } = start;
+    crate::log::batch_this_thread();
+    glommio::spawn_local(flush_log()).detach();
     let generation = published.generation();
     let config = published.latest();
     let listeners = match bind_all(&config.listeners()) {
@@ -129,6 +131,16 @@ pub async fn run(start: CoreStart) {
         w.syncs,
         w.commits as f64 / w.syncs.max(1) as f64
     );
+    crate::log::flush_this_thread();
+}
+
+/// Hands the core's log lines to the writer thread every
+/// [`crate::log::FLUSH_EVERY`] (the core's events only fill its buffer).
+async fn flush_log() {
+    loop {
+        glommio::timer::sleep(crate::log::FLUSH_EVERY).await;
+        crate::log::flush_this_thread();
+    }
 }
 
 /// A listener per address, or why one could not be bound.
