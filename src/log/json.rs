@@ -9,11 +9,11 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::Event;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+
+use super::LineFormat;
 
 /// The JSON format.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,24 +79,15 @@ thread_local! {
     static PAIRS: std::cell::RefCell<Pairs> = std::cell::RefCell::new(Pairs::default());
 }
 
-impl<S, N> FormatEvent<S, N> for Json
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+impl LineFormat for Json {
+    fn write_line(&self, writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
         PAIRS.with(|pairs| {
             let mut pairs = pairs.borrow_mut();
             pairs.out.clear();
             event.record(&mut *pairs);
             let meta = event.metadata();
             writer.write_str("{\"timestamp\":\"")?;
-            SystemTime.format_time(&mut writer)?;
+            SystemTime.format_time(writer)?;
             write!(writer, "\",\"level\":\"{}\",\"target\":", meta.level())?;
             let start = pairs.out.len();
             push_string(&mut pairs.out, meta.target());
@@ -111,30 +102,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn each_event_is_one_object_with_typed_and_escaped_fields() {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(Json)
-            .with_writer(move || sink.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = crate::log::formatted(Json, || {
             tracing::info!(
                 core = 1u64,
                 size = 1024u64,
@@ -144,7 +114,6 @@ mod tests {
             );
             tracing::warn!(from = %"a\"b\\c\nd", "odd {}", "sender");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

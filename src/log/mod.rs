@@ -14,9 +14,12 @@
 //! `refused` (one per refusal, within the core's log budget) and
 //! `discarded`. Their fields are listed in `docs/logging.md`.
 
+use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::fmt;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 mod json;
 mod text;
@@ -34,6 +37,31 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, the event's fields at the top level.
     Json,
+}
+
+/// A log format: writes one event as one line (spans are not used).
+pub trait LineFormat {
+    /// Writes `event`'s line, newline included.
+    fn write_line(&self, writer: &mut Writer<'_>, event: &Event<'_>) -> std::fmt::Result;
+}
+
+/// A [`LineFormat`] as tracing-subscriber's event format.
+pub struct Format<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for Format<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: LineFormat,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        self.0.write_line(&mut writer, event)
+    }
 }
 
 /// Ends the writer thread when dropped, after writing what is queued.
@@ -99,16 +127,48 @@ pub fn init(name: &'static str, format: LogFormat, verbosity: i8) -> Result<Guar
         .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let builder = fmt().with_env_filter(filter).with_writer(ToSink);
     let installed = match format {
-        LogFormat::Text => builder
-            .event_format(Text::new(
-                name,
-                std::env::var_os("JOURNAL_STREAM").is_none(),
-            ))
-            .try_init(),
-        LogFormat::Json => builder.event_format(Json).try_init(),
+        LogFormat::Text => {
+            let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
+            builder
+                .event_format(Format(Text::new(name, timestamps)))
+                .try_init()
+        }
+        LogFormat::Json => builder.event_format(Format(Json)).try_init(),
     };
     installed.map_err(|e| format!("cannot install the logger: {e}"))?;
     Ok(Guard(Some(writer)))
+}
+
+/// What `format` writes for the events `log` sends (the formats' tests).
+#[cfg(test)]
+pub(crate) fn formatted(
+    format: impl LineFormat + Send + Sync + 'static,
+    log: impl FnOnce(),
+) -> String {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .event_format(Format(format))
+        .with_writer(move || sink.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, log);
+    let bytes = captured.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
 }
 
 #[cfg(test)]

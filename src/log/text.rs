@@ -12,11 +12,11 @@
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+
+use super::LineFormat;
 
 /// The text format.
 #[derive(Debug, Clone)]
@@ -108,30 +108,26 @@ thread_local! {
     static PARTS: std::cell::RefCell<Parts> = std::cell::RefCell::new(Parts::default());
 }
 
-impl<S, N> FormatEvent<S, N> for Text
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+impl LineFormat for Text {
+    fn write_line(&self, writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
         PARTS.with(|parts| {
             let mut parts = parts.borrow_mut();
             parts.core = None;
             parts.message.clear();
             parts.fields.clear();
             event.record(&mut *parts);
-            self.write_line(&mut writer, event, &parts)
+            self.write_parts(writer, event, &parts)
         })
     }
 }
 
 impl Text {
-    fn write_line(&self, writer: &mut Writer<'_>, event: &Event<'_>, parts: &Parts) -> fmt::Result {
+    fn write_parts(
+        &self,
+        writer: &mut Writer<'_>,
+        event: &Event<'_>,
+        parts: &Parts,
+    ) -> fmt::Result {
         if self.timestamps {
             SystemTime.format_time(writer)?;
             writer.write_char(' ')?;
@@ -152,32 +148,8 @@ impl Text {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// Captures what a subscriber with the text format writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn lines(log: impl FnOnce()) -> String {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(Text::new("sluice", false))
-            .with_writer(move || sink.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, log);
-        let bytes = captured.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        crate::log::formatted(Text::new("sluice", false), log)
     }
 
     #[test]

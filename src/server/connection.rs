@@ -201,7 +201,7 @@ impl Connection {
             event = "stored",
             queue_id = id,
             client = %self.peer.ip(),
-            from = %envelope.reverse_path(),
+            from = %envelope.sender(),
             rcpts = envelope.rcpt_to.len(),
             size,
             latency_us = ended.elapsed().as_micros() as u64,
@@ -620,7 +620,7 @@ impl Connection {
             _ => &[],
         };
         let line = String::from_utf8_lossy(line);
-        let from = self.session.envelope().reverse_path();
+        let from = self.session.envelope().sender().to_string();
         for reply in replies.split(|&b| b == b'\n') {
             let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
             if reply.len() >= 4 && reply[3] == b' ' && is_refusal(&reply[..3]) {

@@ -169,10 +169,25 @@ pub struct Envelope {
 impl Envelope {
     /// The reverse-path without brackets; empty for `<>`.
     pub fn reverse_path(&self) -> String {
-        self.mail_from
-            .as_ref()
-            .map(Mailbox::to_string)
-            .unwrap_or_default()
+        self.sender().to_string()
+    }
+
+    /// [`Envelope::reverse_path`] as a `Display`, for a log field (no
+    /// string is built unless the event is written).
+    pub fn sender(&self) -> Sender<'_> {
+        Sender(self.mail_from.as_ref())
+    }
+}
+
+/// The reverse-path without brackets, or nothing for `<>`.
+pub struct Sender<'a>(Option<&'a Mailbox>);
+
+impl std::fmt::Display for Sender<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(m) => m.fmt(f),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -341,21 +340,7 @@ fn large_message_streams_to_the_spool_with_bounded_memory() {
 fn disk_full_gets_452_nothing_partial_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--cores",
-        "1",
-        "--hostname",
-        "mx.test",
-    ])
-    .arg("--spool")
-    .arg(&spool)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut cmd = Server::command(&spool, &[]);
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls setrlimit, which is async-signal-safe.
     unsafe {
