@@ -87,12 +87,8 @@ fn the_connection_limit_counts_one_client_across_cores_and_no_other() {
         }
     });
     refused(&server, "127.0.0.2", TOO_MANY);
-    let log = server.log();
-    assert!(
-        log.contains(
-            "refused (client_connection_limit): 127.0.0.2: over --client-connection-limit 3"
-        ),
-        "{log}"
+    server.wait_for_log(
+        "refused (client_connection_limit): 127.0.0.2: over --client-connection-limit 3",
     );
     drop((others, trusted));
 }
@@ -300,7 +296,7 @@ fn an_early_talker_is_refused_and_its_pipelined_transaction_not_stored() {
     assert_eq!(trusted.reply(), "250 2.0.0 Ok\r\n");
     let stored = exported(&server.spool);
     assert_eq!(stored.len(), 1, "only the polite client's message");
-    assert!(server.log().contains("refused (early_talker): 127.0.0.11"));
+    server.wait_for_log("refused (early_talker): 127.0.0.11");
 }
 
 #[test]

@@ -154,7 +154,7 @@ fn a_bad_value_in_the_config_file_names_the_file_and_the_key() {
 #[test]
 fn durability_none_warns_loudly() {
     let s = Server::start(&["--durability", "none"]);
-    assert!(s.log().contains("WARNING: --durability none"));
+    s.wait_for_log("WARNING: --durability none");
 }
 
 #[test]

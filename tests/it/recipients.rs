@@ -47,11 +47,7 @@ fn a_message_to_a_known_and_an_unknown_recipient_is_stored_for_the_known_one_onl
             "Postmaster"
         ]
     );
-    let log = server.log();
-    assert!(
-        log.contains(&format!("recipient map {}: 2 entries,", map.display())),
-        "{log}"
-    );
+    server.wait_for_log(&format!("recipient map {}: 2 entries,", map.display()));
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn sigkill_mid_load_loses_no_acknowledged_message_and_restart_continues() {
     }
 
     let s2 = Server::start_on(&spool, &["--cores", "2"]);
-    assert!(s2.log().contains("recovered "), "{}", s2.log());
+    s2.wait_for_log("recovered ");
     let mut c = s2.connect();
     let id = queued_id(&c.send_mail("a@x.test", "b@y.test", b"after restart\r\n"));
     assert!(
@@ -250,12 +250,8 @@ fn torn_tail_is_reported_by_verify_and_cut_by_recovery() {
     );
 
     let s2 = Server::start_on(&spool, &[]);
-    assert!(s2.log().contains("recovered 1 messages"), "{}", s2.log());
-    assert!(
-        s2.log().contains(&format!("dropped {} bytes", torn.len())),
-        "{}",
-        s2.log()
-    );
+    s2.wait_for_log("recovered 1 messages");
+    s2.wait_for_log(&format!("dropped {} bytes", torn.len()));
     assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, good);
     let (code, _) = spool_tool(&spool, &["verify"]);
     assert_eq!(code, 0);
@@ -484,6 +480,6 @@ fn streamed_message_spanning_many_segments_is_read_back_and_recovered() {
     };
     check(&spool);
     let s2 = Server::start_on(&spool, &flags);
-    assert!(s2.log().contains("recovered 3 messages"), "{}", s2.log());
+    s2.wait_for_log("recovered 3 messages");
     check(&spool);
 }
