@@ -21,6 +21,8 @@ park on a multi-core executor set; each one interrupts the other cores).
 
   benches/cpu.py                     # 1k and 64k, DATA and BDAT, 3 rounds
   benches/cpu.py --sizes 1k --rounds 5 --syscalls
+  benches/cpu.py --variant base=/tmp/base/sluice --variant new=target/release/sluice \
+      --configs fsync:2 --sizes 1k --modes data --no-sink --rounds 8   # A/B
 
 Bounded: each load is --messages messages with a 10 minute cap; only
 loopback is used.
@@ -67,14 +69,14 @@ class Server:
             shutil.rmtree(self.spool, ignore_errors=True)
 
 
-def servers(workdir, sink):
+def servers(workdir, sink, variants, configs):
     spool = os.path.join(workdir, "spool")
     out = []
-    for cores in ("1", "2"):
-        for durability in ("fsync", "none"):
+    for cores, durability in configs:
+        for name, binary in variants:
             out.append(Server(
-                f"sluice {durability} {cores}c",
-                [SLUICE, "serve", "-q", "--listen", "127.0.0.1:{port}", "--spool", spool,
+                f"{name} {durability} {cores}c",
+                [binary, "serve", "-q", "--listen", "127.0.0.1:{port}", "--spool", spool,
                  "--cores", cores, "--durability", durability, "--max-message-size", "64M"],
                 workdir, spool))
     if sink:
@@ -140,15 +142,24 @@ def main():
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--syscalls", action="store_true")
+    ap.add_argument("--configs", default="fsync:1,none:1,fsync:2,none:2",
+                    help="DURABILITY:CORES pairs to run sluice with")
+    ap.add_argument("--variant", action="append", metavar="NAME=PATH",
+                    help="A/B: sluice binaries to compare (default: sluice=target/release/sluice)")
+    ap.add_argument("--no-sink", action="store_true", help="leave smtp-sink out")
     args = ap.parse_args()
-    for binary in (SLUICE, LOADGEN):
+    variants = [tuple(v.split("=", 1)) for v in args.variant] if args.variant else [("sluice", SLUICE)]
+    configs = [tuple(reversed(c.split(":"))) for c in args.configs.split(",")]
+    for binary in [b for _, b in variants] + [LOADGEN]:
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"cpu: {binary} is missing: cargo build --release --workspace")
     sink = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
-    if not sink:
+    if args.no_sink:
+        sink = None
+    elif not sink:
         print("cpu: smtp-sink is not installed (apt-get install postfix); sluice only", file=sys.stderr)
     with tempfile.TemporaryDirectory() as workdir:
-        grid = servers(workdir, sink)
+        grid = servers(workdir, sink, variants, configs)
         results = {}
         for size in args.sizes.split(","):
             for mode in args.modes.split(","):
@@ -164,11 +175,12 @@ def main():
             for size in args.sizes.split(","):
                 for mode in args.modes.split(","):
                     for server in grid:
-                        if server.name.startswith("sluice"):
+                        if server.name != "smtp-sink":
                             traced[(size, mode, server.name)] = syscalls(server, size, mode, args)
     print(f"{args.messages:,} messages × {args.sessions} sessions per cell, {args.rounds} rounds, "
           "server CPU (user + system, all threads) per acknowledged message\n")
-    print("| size | mode | server | µs per message (rounds) | median | msgs/s median | vs smtp-sink |")
+    against = "smtp-sink" if sink else f"{variants[0][0]} (same config)"
+    print(f"| size | mode | server | µs per message (rounds) | median | msgs/s median | vs {against} |")
     print("|---|---|---|---|---:|---:|---:|")
     for size in args.sizes.split(","):
         for mode in args.modes.split(","):
@@ -179,6 +191,7 @@ def main():
                 sink_runs = [m for m in results.get((size, "data", "smtp-sink"), []) if m]
                 versus = " (its DATA)"
             sink_us = statistics.median(m["us"] for m in sink_runs) if sink_runs else None
+            first = {}
             for server in grid:
                 runs = results[(size, mode, server.name)]
                 good = [m for m in runs if m]
@@ -188,7 +201,9 @@ def main():
                 us = statistics.median(m["us"] for m in good)
                 rate = statistics.median(m["rate"] for m in good)
                 each = ", ".join("err" if m is None else f"{m['us']:.1f}" for m in runs)
-                ratio = f"{us / sink_us:.2f}x{versus}" if sink_us else ""
+                config = server.name.split(" ", 1)[1] if server.name != "smtp-sink" else ""
+                first.setdefault(config, us)
+                ratio = f"{us / sink_us:.2f}x{versus}" if sink_us else f"{us / first[config]:.2f}x"
                 print(f"| {size} | {mode} | {server.name} | {each} | {us:.1f} | {rate:,.0f} | {ratio} |")
     if traced:
         print("\nSystem calls per message under strace -c -f (a slowed run; counts only):\n")

@@ -43,5 +43,7 @@ mod drain;
 mod submission;
 // Log lines (text and JSON) and sd_notify readiness.
 mod logging;
+// The patched glommio: parked executors are always woken; no membarrier.
+mod glommio_patch;
 // The Debian package: contents, units, man pages, the unpacked binary.
 mod package;
