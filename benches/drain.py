@@ -10,7 +10,7 @@ how long it needed after the load stopped. Then, per size, it drains a
 backlog alone (the spool filled first, the drain started after the load)
 to show the drain's own rate when it does not share the CPUs with ingest.
 
-  benches/drain.py [--sizes 1k,64k] [--seconds 10] [--rounds 3] [--cluster 3]
+  benches/drain.py [--sizes 1k,64k] [--seconds 10] [--rounds 3] [--cluster 3] [--sluice PATH]
 
 Needs nats-server (apt-get install nats-server) and release builds
 (cargo build --release --workspace). Every load and wait is bounded.
@@ -115,13 +115,16 @@ def run(args, size, with_drain, workdir, urls, stream, backlog=False):
 
 
 def main():
+    global SLUICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1k,64k")
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cluster", type=int, default=1, help="JetStream nodes (and stream replicas)")
+    ap.add_argument("--sluice", default=SLUICE, help="the sluice binary (serve and drain) to measure")
     args = ap.parse_args()
+    SLUICE = args.sluice
     for exe in (SLUICE, LOADGEN, NATS):
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"drain bench: {exe} is missing (cargo build --release --workspace; "

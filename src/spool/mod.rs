@@ -4,13 +4,15 @@
 //! Why it exists: the one promise sluice makes is that an acknowledged
 //! message survives `kill -9` and power loss. Each core owns
 //! `spool/core-<k>/<n>.seg` and appends framed, checksummed records to it
-//! with group commit; nothing is rewritten in place. Readers work on the
+//! with group commit; no octet once written ever changes (direct I/O writes
+//! the last partial block again, with the same octets in front). Readers work on the
 //! files alone, without a running server.
 //!
 //! - [`record`]: the framing (magic, kind, length, CRC32C).
 //! - [`envelope`]: the commit record's payload.
 //! - [`id`]: queue ids.
 //! - [`writer`]: the per-core group-commit writer (glommio).
+//! - `segment`: the file the writer appends to (direct I/O, zeroes ahead).
 //! - [`walk`]: reading segments back (recovery, tools).
 //! - [`recover`]: start-up recovery of a torn tail.
 //! - [`tail`]: following a core's spool as it grows (for the drain).
@@ -25,6 +27,7 @@ pub mod export;
 pub mod id;
 pub mod record;
 pub mod recover;
+mod segment;
 pub mod tail;
 pub mod walk;
 pub mod writer;

@@ -23,19 +23,17 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use glommio::io::{BufferedFile, Directory, OpenOptions};
-
 use super::envelope::{Dsn, Origin, StoredEnvelope};
 use super::id::{now_micros, IdGenerator, QueueId};
 use super::record::{self, Kind};
-use super::walk::segment_path;
+use super::segment::Segment;
 use crate::metrics::CoreMetrics;
 
 /// Whether a 250 waits for `fdatasync`.
@@ -279,7 +277,8 @@ impl SpoolWriter {
     }
 
     async fn write_loop(self: Rc<Self>, first_segment: u64) -> io::Result<()> {
-        let mut seg = Segment::create(&self.config.dir, first_segment).await?;
+        let mut seg =
+            Segment::create(&self.config.dir, first_segment, self.config.durability).await?;
         loop {
             self.work_ready().await;
             let mut batch = std::mem::take(&mut *self.batch.borrow_mut());
@@ -316,11 +315,7 @@ impl SpoolWriter {
                 w.complete(result.clone());
             }
         }
-        if self.config.durability == Durability::Fsync {
-            seg.file.fdatasync().await?;
-        }
-        seg.file.close().await?;
-        Ok(())
+        seg.finish(&self.config).await
     }
 
     /// Waits until there is a batch to write or the writer should stop.
@@ -344,139 +339,35 @@ impl SpoolWriter {
         batch: &mut Batch,
     ) -> Result<Option<Duration>, StoreError> {
         let start = seg.len;
-        if let Err(e) = seg.write_all(std::mem::take(&mut batch.buf)).await {
+        if let Err(e) = seg.append(std::mem::take(&mut batch.buf)).await {
             tracing::error!(
                 core = self.config.core,
                 "spool write to {} failed: {e}; {} message(s) refused",
                 seg.path.display(),
                 batch.commits
             );
-            if let Err(t) = seg.file.truncate(start).await {
+            if let Err(t) = seg.cut_back(start).await {
                 tracing::error!(
                     core = self.config.core,
                     "could not cut back {}: {t}",
                     seg.path.display()
                 );
             }
-            seg.len = start;
-            seg.zeroed = start;
             return Err(e.into());
         }
         if batch.sync && self.config.durability == Durability::Fsync {
             let started = Instant::now();
-            if let Err(e) = seg.file.fdatasync().await {
+            if let Err(e) = seg.sync().await {
                 tracing::error!(
                     core = self.config.core,
                     "fdatasync of {} failed: {e}",
                     seg.path.display()
                 );
-                return Err(io::Error::from(e).into());
+                return Err(e.into());
             }
             return Ok(Some(started.elapsed()));
         }
         Ok(None)
-    }
-}
-
-/// Zeroes are written this far ahead of the data at a time (a short
-/// stall of the writer each step; smaller steps, shorter stalls).
-const ZERO_STEP: u64 = 2 << 20;
-/// Batches this large are appended without zeroes ahead. Zeroing saves
-/// one journal commit per sync (~0.15 ms here) but writes every octet
-/// twice (~1 ns per octet at ~1 GB/s): it pays below ~150 KB per batch.
-/// (Measured: with no limit, 64 KiB messages lost a quarter of their rate.)
-const ZERO_BATCH_LIMIT: u64 = 128 << 10;
-
-/// The segment being appended to.
-///
-/// Ahead of the data the file holds zeroes that were written and synced
-/// before any record lands there. On ext4 and xfs an `fdatasync` after
-/// an append that grows the file must also commit the new size to the
-/// journal; overwriting blocks that already exist does not, which doubles
-/// the syncs per second a disk sustains (BENCHMARKS.md). Readers treat an
-/// all-zero header as the end of the records. Zeroing is only ever done
-/// here, in the writer task, between batches, so it never races a record.
-struct Segment {
-    number: u64,
-    path: PathBuf,
-    file: BufferedFile,
-    /// Where the records end (the next append goes here).
-    len: u64,
-    /// The file holds synced zeroes up to here.
-    zeroed: u64,
-}
-
-impl Segment {
-    /// Creates segment `number` and makes its directory entry durable.
-    async fn create(dir: &Path, number: u64) -> io::Result<Segment> {
-        let path = segment_path(dir, number);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .buffered_open(&path)
-            .await?;
-        let d = Directory::open(dir).await?;
-        d.sync().await?;
-        d.close().await?;
-        Ok(Segment {
-            number,
-            path,
-            file,
-            len: 0,
-            zeroed: 0,
-        })
-    }
-
-    /// Makes sure the next `incoming` octets land on pre-zeroed blocks,
-    /// extending the zeroes by a step when needed (never past the segment
-    /// size). Best effort: if the zeroes cannot be written (no space), they
-    /// are cut back and the batch is simply appended.
-    async fn zero_ahead(&mut self, incoming: u64, config: &WriterConfig) {
-        if config.durability == Durability::None
-            || incoming >= ZERO_BATCH_LIMIT
-            || self.len + incoming <= self.zeroed
-        {
-            return;
-        }
-        let from = self.zeroed.max(self.len);
-        let to = (self.len + incoming)
-            .max(from + ZERO_STEP)
-            .min(config.segment_size.max(self.len + incoming));
-        if to <= from {
-            return;
-        }
-        let zeroes = vec![0u8; (to - from) as usize];
-        let written = match self.file.write_at(zeroes, from).await {
-            Ok(n) if n as u64 == to - from => self.file.fdatasync().await.is_ok(),
-            _ => false,
-        };
-        if written {
-            self.zeroed = to;
-        } else if self.file.truncate(self.len).await.is_ok() {
-            self.zeroed = self.len;
-        }
-    }
-
-    /// Syncs and closes this segment, then starts the next one.
-    async fn roll(self, config: &WriterConfig) -> io::Result<Segment> {
-        if config.durability == Durability::Fsync {
-            self.file.fdatasync().await?;
-        }
-        self.file.close().await?;
-        Segment::create(&config.dir, self.number + 1).await
-    }
-
-    /// Appends `buf`. The buffer is handed to the kernel, so a short write
-    /// (on a regular file that means no space or a file size limit) cannot
-    /// be resumed and is reported as an error; the caller cuts it back.
-    async fn write_all(&mut self, buf: Vec<u8>) -> io::Result<()> {
-        let len = buf.len();
-        let n = self.file.write_at(buf, self.len).await?;
-        if n < len {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        self.len += n as u64;
-        Ok(())
     }
 }
 
@@ -802,7 +693,10 @@ mod tests {
                 (results, (after_a, after_b))
             })
         });
-        assert_eq!(lens.0, lens.1, "the failed write is cut back at once");
+        // Cut back at once to the end of the first record (its block's
+        // zeroes go too: the short write may have filled them).
+        assert!(lens.1 <= lens.0, "the failed write is cut back: {lens:?}");
+        assert!(lens.0 - lens.1 < 4096, "and no further: {lens:?}");
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         let refused = results[1].as_ref().unwrap_err();
         assert!(refused.starts_with("no space for the spool"), "{refused}");

@@ -1,0 +1,361 @@
+//! The segment file a core's writer appends to, written with direct I/O.
+//!
+//! Why it exists: a buffered append costs the executor's core a copy into
+//! the page cache and, at `fdatasync`, a walk of the dirty pages, and
+//! io_uring hands both to a kernel worker thread (ext4 cannot take a
+//! buffered write without blocking), which wakes and switches twice per
+//! batch. An `O_DIRECT` write of an aligned buffer goes from our memory to
+//! the device in the executor's own `io_uring_enter`, and the sync that
+//! follows has no dirty pages to find (BENCHMARKS.md, "direct I/O").
+//!
+//! Direct I/O writes whole blocks at aligned offsets, so the octets of the
+//! last, partial block are kept in memory ([`Segment::tail`]) and written
+//! again, followed by the new records and zeroes up to the next block
+//! boundary. Readers already treat an all-zero header as the end of the
+//! records (the zeroes written ahead end the file the same way). The block
+//! rewritten holds the same octets as before in its acknowledged part, so a
+//! torn write of it can only lose records nobody was told about.
+//!
+//! Ahead of the data the file holds zeroes that were written and synced
+//! before any record lands there: an `fdatasync` after an append that
+//! grows the file must also commit the new size (and on ext4 and xfs the
+//! journal); overwriting blocks that exist does not. Zeroing is only ever
+//! done by the writer task, between batches, so it never races a record.
+//! On a file system without direct I/O (tmpfs) glommio writes the same
+//! aligned buffers through the page cache; so does `--durability none`,
+//! which never syncs and is cheaper with the page cache taking its small
+//! writes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{BufferedFile, Directory, DmaFile, OpenOptions};
+
+use super::walk::segment_path;
+use super::writer::{Durability, WriterConfig};
+
+/// Zeroes are written this far ahead of the data at a time (a short
+/// stall of the writer each step; smaller steps, shorter stalls).
+const ZERO_STEP: u64 = 2 << 20;
+/// Batches this large are appended without zeroes ahead. Zeroing saves
+/// one journal commit per sync (~0.15 ms here) but writes every octet
+/// twice (~1 ns per octet at ~1 GB/s): it pays below ~150 KB per batch.
+/// (Measured: with no limit, 64 KiB messages lost a quarter of their rate.)
+const ZERO_BATCH_LIMIT: u64 = 128 << 10;
+
+/// Direct I/O under `fsync`, the page cache under `none`.
+enum SegmentFile {
+    Direct(DmaFile),
+    Buffered(BufferedFile),
+}
+
+impl SegmentFile {
+    async fn create(path: &Path, durability: Durability) -> io::Result<SegmentFile> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        Ok(match durability {
+            Durability::Fsync => SegmentFile::Direct(opts.dma_open(path).await?),
+            Durability::None => SegmentFile::Buffered(opts.buffered_open(path).await?),
+        })
+    }
+
+    /// Writes are whole blocks of this many octets at offsets it divides.
+    fn alignment(&self) -> u64 {
+        match self {
+            SegmentFile::Direct(f) => f.alignment(),
+            SegmentFile::Buffered(_) => 512,
+        }
+    }
+
+    fn align_up(&self, v: u64) -> u64 {
+        v.div_ceil(self.alignment()) * self.alignment()
+    }
+
+    fn align_down(&self, v: u64) -> u64 {
+        v / self.alignment() * self.alignment()
+    }
+
+    /// Writes `len` octets at `pos`, which `fill` puts into a fresh buffer
+    /// (DMA-able for direct I/O). Returns how many were written.
+    async fn write_with(
+        &self,
+        len: usize,
+        pos: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> io::Result<usize> {
+        let written = match self {
+            SegmentFile::Direct(f) => {
+                let mut buf = f.alloc_dma_buffer(len);
+                fill(buf.as_bytes_mut());
+                f.write_at(buf, pos).await
+            }
+            SegmentFile::Buffered(f) => {
+                let mut buf = vec![0; len];
+                fill(&mut buf);
+                f.write_at(buf, pos).await
+            }
+        };
+        Ok(written?)
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        match self {
+            SegmentFile::Direct(f) => f.fdatasync().await?,
+            SegmentFile::Buffered(f) => f.fdatasync().await?,
+        }
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        match self {
+            SegmentFile::Direct(f) => f.truncate(len).await?,
+            SegmentFile::Buffered(f) => f.truncate(len).await?,
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        match self {
+            SegmentFile::Direct(f) => f.close().await?,
+            SegmentFile::Buffered(f) => f.close().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The segment being appended to.
+pub(super) struct Segment {
+    number: u64,
+    pub(super) path: PathBuf,
+    file: SegmentFile,
+    /// Where the records end (the next append goes here).
+    pub(super) len: u64,
+    /// The file holds synced zeroes up to here.
+    zeroed: u64,
+    /// The octets from the last block boundary up to `len`: written again
+    /// in front of the next append.
+    tail: Vec<u8>,
+}
+
+impl Segment {
+    /// Creates segment `number` and makes its directory entry durable.
+    pub(super) async fn create(
+        dir: &Path,
+        number: u64,
+        durability: Durability,
+    ) -> io::Result<Segment> {
+        let path = segment_path(dir, number);
+        let file = SegmentFile::create(&path, durability).await?;
+        let d = Directory::open(dir).await?;
+        d.sync().await?;
+        d.close().await?;
+        Ok(Segment {
+            number,
+            path,
+            file,
+            len: 0,
+            zeroed: 0,
+            tail: Vec::new(),
+        })
+    }
+
+    /// Makes sure the next `incoming` octets land on pre-zeroed blocks,
+    /// extending the zeroes by a step when needed (never past the segment
+    /// size). Best effort: if the zeroes cannot be written (no space), they
+    /// are cut back and the batch is simply appended.
+    pub(super) async fn zero_ahead(&mut self, incoming: u64, config: &WriterConfig) {
+        if config.durability == Durability::None
+            || incoming >= ZERO_BATCH_LIMIT
+            || self.len + incoming <= self.zeroed
+        {
+            return;
+        }
+        // Whole blocks only: the partial one at `len` is the next append's.
+        let from = self.file.align_up(self.zeroed.max(self.len));
+        let to = self.file.align_up(
+            (self.len + incoming)
+                .max(from + ZERO_STEP)
+                .min(config.segment_size.max(self.len + incoming)),
+        );
+        if to <= from {
+            return;
+        }
+        let zeroes = self
+            .file
+            .write_with((to - from) as usize, from, |b| b.fill(0));
+        let written = match zeroes.await {
+            Ok(n) if n as u64 == to - from => self.file.fdatasync().await.is_ok(),
+            _ => false,
+        };
+        if written {
+            self.zeroed = to;
+        } else if self.cut_back(self.len).await.is_ok() {
+            self.zeroed = self.len;
+        }
+    }
+
+    /// Appends `records`: the kept partial block, then them, padded with
+    /// zeroes to a block boundary, in one aligned write. The buffer is
+    /// handed to the kernel, so a short write (on a regular file that means
+    /// no space or a file size limit) cannot be resumed and is reported as
+    /// an error; the caller cuts the file back with [`Segment::cut_back`].
+    pub(super) async fn append(&mut self, records: Vec<u8>) -> io::Result<()> {
+        let start = self.len - self.tail.len() as u64;
+        let total = self.tail.len() + records.len();
+        let padded = self.file.align_up(total as u64) as usize;
+        let kept_from = self.file.align_down(total as u64) as usize;
+        let appended = records.len() as u64;
+        let (tail, mut next_tail) = (&self.tail, Vec::new());
+        let next = &mut next_tail;
+        // `records` goes into the fill and is dropped there: the batch's
+        // memory is given back once copied, before the wait for the disk.
+        let fill = move |bytes: &mut [u8]| {
+            bytes[..tail.len()].copy_from_slice(tail);
+            bytes[tail.len()..total].copy_from_slice(&records);
+            bytes[total..].fill(0);
+            next.extend_from_slice(&bytes[kept_from..total]);
+        };
+        let n = self.file.write_with(padded, start, fill).await?;
+        if n < padded {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.len += appended;
+        self.zeroed = self.zeroed.max(start + padded as u64);
+        self.tail = next_tail;
+        Ok(())
+    }
+
+    /// Cuts the file back to the end of the records, `len`, after a failed
+    /// append. The zeroes of the last block go too: a short write may have
+    /// put part of a record there. (The kept partial block still matches
+    /// the file up to `len`, and the next append writes that block whole.)
+    pub(super) async fn cut_back(&mut self, len: u64) -> io::Result<()> {
+        self.zeroed = len;
+        self.file.truncate(len).await
+    }
+
+    /// Syncs what was written.
+    pub(super) async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await
+    }
+
+    /// Syncs (unless durability is off) and closes.
+    pub(super) async fn finish(self, config: &WriterConfig) -> io::Result<()> {
+        if config.durability == Durability::Fsync {
+            self.sync().await?;
+        }
+        self.file.close().await
+    }
+
+    /// Syncs and closes this segment, then starts the next one.
+    pub(super) async fn roll(self, config: &WriterConfig) -> io::Result<Segment> {
+        let (dir, next) = (config.dir.clone(), self.number + 1);
+        self.finish(config).await?;
+        Segment::create(&dir, next, config.durability).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    fn config(dir: &Path) -> WriterConfig {
+        WriterConfig {
+            dir: dir.to_path_buf(),
+            core: 0,
+            segment_size: 64 << 20,
+            durability: Durability::Fsync,
+            batch_limit: 1 << 20,
+        }
+    }
+
+    /// Runs `f` with a fresh segment 1 in `dir` on an executor.
+    fn with_segment<T: Send + 'static>(
+        dir: &Path,
+        f: impl FnOnce(Segment, WriterConfig) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
+            + Send
+            + 'static,
+    ) -> T {
+        let dir = dir.canonicalize().unwrap();
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let seg = Segment::create(&dir, 1, Durability::Fsync)
+                    .await
+                    .expect("a segment");
+                f(seg, config(&dir)).await
+            })
+            .expect("an executor")
+            .join()
+            .expect("no panic")
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add(i as u8) | 1).collect()
+    }
+
+    #[test]
+    fn appends_of_any_length_read_back_exactly_and_end_in_zeroes() {
+        appends_read_back_in(tempfile::tempdir().unwrap());
+    }
+
+    /// tmpfs has no direct I/O: glommio writes the same blocks buffered.
+    #[test]
+    fn appends_read_back_on_tmpfs_too() {
+        match tempfile::tempdir_in("/dev/shm") {
+            Ok(dir) => appends_read_back_in(dir),
+            Err(e) => eprintln!("SKIPPED: no /dev/shm here: {e}"),
+        }
+    }
+
+    fn appends_read_back_in(dir: tempfile::TempDir) {
+        let path = segment_path(&dir.path().canonicalize().unwrap(), 1);
+        let lens = [1usize, 4095, 4096, 5000, 3, 8192, 511, 513];
+        let files = with_segment(dir.path(), move |mut seg, cfg| {
+            Box::pin(async move {
+                let mut seen = Vec::new();
+                for (i, &n) in lens.iter().enumerate() {
+                    seg.append(pattern(n, i as u8)).await.unwrap();
+                    seg.sync().await.unwrap();
+                    seen.push((seg.len, std::fs::read(&path).unwrap()));
+                }
+                seg.finish(&cfg).await.unwrap();
+                seen
+            })
+        });
+        let mut want = Vec::new();
+        for (i, ((len, file), &n)) in files.iter().zip(&lens).enumerate() {
+            want.extend(pattern(n, i as u8));
+            assert_eq!(*len as usize, want.len());
+            assert_eq!(&file[..want.len()], &want[..], "append {i}");
+            assert!(file[want.len()..].iter().all(|&b| b == 0), "append {i}");
+            assert_eq!(file.len() % 512, 0, "whole blocks only");
+            assert!(file.len() - want.len() < 4096, "padding within a block");
+        }
+    }
+
+    #[test]
+    fn zeroes_ahead_leave_the_records_and_lengthen_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(&dir.path().canonicalize().unwrap(), 1);
+        let (before, after, last) = with_segment(dir.path(), move |mut seg, cfg| {
+            Box::pin(async move {
+                seg.append(pattern(700, 1)).await.unwrap();
+                let before = std::fs::read(&path).unwrap();
+                seg.zero_ahead(1000, &cfg).await;
+                let after = std::fs::read(&path).unwrap();
+                seg.append(pattern(1000, 2)).await.unwrap();
+                seg.finish(&cfg).await.unwrap();
+                (before, after, std::fs::read(&path).unwrap())
+            })
+        });
+        assert_eq!(&after[..700], &before[..700]);
+        // The first append's block, then a step of zeroes.
+        assert_eq!(after.len() as u64, before.len() as u64 + ZERO_STEP);
+        assert!(after[700..].iter().all(|&b| b == 0));
+        assert_eq!(last.len(), after.len(), "the next append lands inside them");
+        assert_eq!(&last[..700], &pattern(700, 1)[..]);
+        assert_eq!(&last[700..1700], &pattern(1000, 2)[..]);
+        assert!(last[1700..].iter().all(|&b| b == 0));
+    }
+}
