@@ -161,7 +161,7 @@ impl CoreDrain {
                 let found = &commit.found;
                 let read = read_message(&dir, found)
                     .with_context(|| format!("cannot read message {}", found.envelope.id))
-                    .map(|data| check_message(found, &data).map(|()| data));
+                    .map(|data| check_message(found, &data).map(|()| Bytes::from(data)));
                 (commit, read)
             })
             .await?;
@@ -169,7 +169,7 @@ impl CoreDrain {
             read?
         };
         let data = match data {
-            Ok(d) => Bytes::from(d),
+            Ok(d) => d,
             Err(why) => {
                 self.stats.corrupt.add(1);
                 tracing::error!(
@@ -354,7 +354,7 @@ mod tests {
                         len: 1,
                     })
                     .collect(),
-                inline: Vec::new(),
+                inline: Bytes::new(),
             },
             end: (segment, 100),
         }

@@ -103,14 +103,6 @@ pub fn run(args: DrainArgs) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(drain(args, stop))
-}
-
-async fn drain(args: DrainArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let cores = list_cores(&args.spool)
         .with_context(|| format!("cannot read the spool {}", args.spool.display()))?;
     if cores.is_empty() {
@@ -119,6 +111,19 @@ async fn drain(args: DrainArgs, stop: Arc<AtomicBool>) -> Result<()> {
             args.spool.display()
         );
     }
+    // One worker thread per core's stream (reading, checking and handing
+    // to the NATS client run in parallel), no more than the CPUs we have.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.len().min(cpus).max(1))
+        .thread_name("sluice-drain")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(drain(args, cores, stop))
+}
+
+async fn drain(args: DrainArgs, cores: Vec<(usize, PathBuf)>, stop: Arc<AtomicBool>) -> Result<()> {
     let link = Arc::new(
         Link::connect(Target {
             urls: args.nats.clone(),

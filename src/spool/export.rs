@@ -162,7 +162,7 @@ mod tests {
             segment: 1,
             offset: 0,
             chunks: vec![],
-            inline: vec![],
+            inline: bytes::Bytes::new(),
         }
     }
 

@@ -175,6 +175,13 @@ impl<R: Read> RecordReader<R> {
         &self.payload
     }
 
+    /// The payload of the last record returned, taken out (the next
+    /// record is read into a fresh buffer): a commit's octets are handed
+    /// on without a copy.
+    pub fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.payload)
+    }
+
     /// Offset just past the last whole record.
     pub fn offset(&self) -> u64 {
         self.offset

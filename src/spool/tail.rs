@@ -153,13 +153,17 @@ impl Tail {
                         break true;
                     }
                     Step::Record { kind, offset } => {
-                        let payload = reader.payload();
                         match kind {
-                            Kind::Chunk => match chunk_loc(self.segment, offset, payload) {
-                                Some((id, loc)) => self.pending.entry(id).or_default().push(loc),
-                                None => self.problem(offset, Defect::ChunkWithoutId),
-                            },
+                            Kind::Chunk => {
+                                match chunk_loc(self.segment, offset, reader.payload()) {
+                                    Some((id, loc)) => {
+                                        self.pending.entry(id).or_default().push(loc)
+                                    }
+                                    None => self.problem(offset, Defect::ChunkWithoutId),
+                                }
+                            }
                             Kind::Commit => {
+                                let payload = reader.take_payload();
                                 match committed(self.segment, offset, payload, &mut self.pending) {
                                     Ok(found) => {
                                         self.newest_commit_micros = self

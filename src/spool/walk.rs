@@ -13,6 +13,8 @@ use std::io::{self, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::envelope::{DecodeError, StoredEnvelope};
 use super::id::QueueId;
 use super::record::{framed_len, Damage, Kind, RecordReader, Step, HEADER_LEN};
@@ -88,8 +90,9 @@ pub struct Found {
     pub offset: u64,
     /// Chunks streamed before the commit, in order.
     pub chunks: Vec<ChunkLoc>,
-    /// The octets carried in the commit record itself (after the chunks).
-    pub inline: Vec<u8>,
+    /// The octets carried in the commit record itself (after the chunks):
+    /// a slice of the record's payload as read, not a copy.
+    pub inline: Bytes,
 }
 
 /// What is wrong at a place in a segment.
@@ -190,22 +193,20 @@ pub fn walk_core(dir: &Path, mut f: impl FnMut(Event) -> io::Result<()>) -> io::
                     f(problem(segment, offset, Defect::Damaged(damage)))?;
                     break;
                 }
-                Step::Record { kind, offset } => {
-                    let payload = reader.payload();
-                    match kind {
-                        Kind::Chunk => match chunk_loc(segment, offset, payload) {
-                            Some((id, loc)) => pending.entry(id).or_default().push(loc),
-                            None => f(problem(segment, offset, Defect::ChunkWithoutId))?,
-                        },
-                        Kind::Commit => {
-                            last_commit_end = offset + framed_len(payload.len());
-                            match committed(segment, offset, payload, &mut pending) {
-                                Ok(found) => f(Event::Message(found))?,
-                                Err(defect) => f(problem(segment, offset, defect))?,
-                            }
+                Step::Record { kind, offset } => match kind {
+                    Kind::Chunk => match chunk_loc(segment, offset, reader.payload()) {
+                        Some((id, loc)) => pending.entry(id).or_default().push(loc),
+                        None => f(problem(segment, offset, Defect::ChunkWithoutId))?,
+                    },
+                    Kind::Commit => {
+                        let payload = reader.take_payload();
+                        last_commit_end = offset + framed_len(payload.len());
+                        match committed(segment, offset, payload, &mut pending) {
+                            Ok(found) => f(Event::Message(found))?,
+                            Err(defect) => f(problem(segment, offset, defect))?,
                         }
                     }
-                }
+                },
             }
         }
         let records_end = reader.offset();
@@ -247,10 +248,11 @@ pub fn chunk_loc(segment: u64, offset: u64, payload: &[u8]) -> Option<(u64, Chun
 pub fn committed(
     segment: u64,
     offset: u64,
-    payload: &[u8],
+    payload: Vec<u8>,
     pending: &mut HashMap<u64, Vec<ChunkLoc>>,
 ) -> Result<Found, Defect> {
-    let (envelope, inline) = StoredEnvelope::decode(payload).map_err(Defect::BadEnvelope)?;
+    let (envelope, inline) = StoredEnvelope::decode(&payload).map_err(Defect::BadEnvelope)?;
+    let inline_from = payload.len() - inline.len();
     let chunks = pending.remove(&envelope.id.0).unwrap_or_default();
     if chunks.len() != envelope.chunks as usize {
         return Err(Defect::MissingChunks {
@@ -260,7 +262,7 @@ pub fn committed(
         });
     }
     Ok(Found {
-        inline: inline.to_vec(),
+        inline: Bytes::from(payload).slice(inline_from..),
         envelope,
         segment,
         offset,
