@@ -63,7 +63,7 @@ def run_variant(binary, tls, args, workdir, material):
             log.close()
     if r["errors"]:
         raise SystemExit(f"ab: {r['errors']} errors in a run; not a fair comparison")
-    return r["messages_per_s"]
+    return r
 
 
 def main():
@@ -94,20 +94,26 @@ def main():
         for rnd in range(args.rounds):
             order = variants if rnd % 2 == 0 else list(reversed(variants))
             for name, binary, tls in order:
-                rate = run_variant(binary, tls, args, workdir, material)
-                results[name].append(rate)
-                print(f"round {rnd + 1}: {name} {rate:,.0f} msg/s", file=sys.stderr)
-    first = statistics.median(results[variants[0][0]])
+                r = run_variant(binary, tls, args, workdir, material)
+                results[name].append(r)
+                print(f"round {rnd + 1}: {name} {r['messages_per_s']:,.0f} msg/s, "
+                      f"p99 {r['latency_eod']['p99_ms']} ms", file=sys.stderr)
+    med = statistics.median
+    first = med(r["messages_per_s"] for r in results[variants[0][0]])
     logging = "default log level, stderr to a file" if args.log else "-q"
     print(f"{args.size} x {args.sessions} sessions {args.loadgen_args} {args.server_args} ({logging}), "
           f"{args.seconds} s per run, "
           f"{args.rounds} rounds\n")
-    print("| variant | msgs/s per round | median | ratio |")
-    print("|---|---|---:|---:|")
+    print("| variant | msgs/s per round | median | ratio | MB/s | p50 ms | p99 ms (end of data → reply) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name, _, _ in variants:
-        med = statistics.median(results[name])
-        rounds = ", ".join(f"{r:,.0f}" for r in results[name])
-        print(f"| {name} | {rounds} | {med:,.0f} | {med / first:.2f}x |")
+        runs = results[name]
+        rate = med(r["messages_per_s"] for r in runs)
+        rounds = ", ".join(f"{r['messages_per_s']:,.0f}" for r in runs)
+        mb = med(r["mb_per_s"] for r in runs)
+        p50 = med(r["latency_eod"]["p50_ms"] for r in runs)
+        p99 = med(r["latency_eod"]["p99_ms"] for r in runs)
+        print(f"| {name} | {rounds} | {rate:,.0f} | {rate / first:.2f}x | {mb:,.0f} | {p50} | {p99} |")
 
 
 if __name__ == "__main__":

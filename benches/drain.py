@@ -28,6 +28,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peers import LOADGEN, ROOT, SLUICE, free_port, load, stop_process, wait_port  # noqa: E402
+from cpu import cpu_seconds  # noqa: E402
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -82,7 +83,7 @@ def start_drain(spool, urls, stream, replicas):
     return proc, mport
 
 
-def run(args, size, with_drain, workdir, urls, stream, backlog=False):
+def run(args, size, with_drain, workdir, urls, stream, nats, backlog=False):
     port = free_port()
     spool = os.path.join(workdir, "spool")
     shutil.rmtree(spool, ignore_errors=True)
@@ -100,10 +101,16 @@ def run(args, size, with_drain, workdir, urls, stream, backlog=False):
         result = {"ingest": r["messages_per_s"], "acked": r["acknowledged"]}
         if backlog:
             started = time.time()
+            nats_before = sum(cpu_seconds(p.pid) for p in nats)
             drain, mport = start_drain(spool, urls, stream, args.cluster)
         if with_drain:
             total = wait_drained(mport, r["acknowledged"])
             done = time.time()
+            if backlog:
+                # CPU per message handed on: the drain's own (all its
+                # threads) and every NATS node's.
+                result["drain_us"] = cpu_seconds(drain.pid) * 1e6 / total
+                result["nats_us"] = (sum(cpu_seconds(p.pid) for p in nats) - nats_before) * 1e6 / total
             result["drain"] = total / (done - started)
             result["catch_up"] = done - load_end
         return result
@@ -138,12 +145,12 @@ def main():
             for rnd in range(args.rounds):
                 order = [False, True] if rnd % 2 == 0 else [True, False]
                 for with_drain in order:
-                    r = run(args, size, with_drain, workdir, urls, f"B{rnd}{size.upper()}")
+                    r = run(args, size, with_drain, workdir, urls, f"B{rnd}{size.upper()}", procs)
                     (drained_runs if with_drain else alone).append(r)
                     print(f"drain bench: {size} round {rnd + 1} drain={with_drain}: {r}", file=sys.stderr)
             backlogs = []
             for rnd in range(args.rounds):
-                r = run(args, size, True, workdir, urls, f"L{rnd}{size.upper()}", backlog=True)
+                r = run(args, size, True, workdir, urls, f"L{rnd}{size.upper()}", procs, backlog=True)
                 backlogs.append(r)
                 print(f"drain bench: {size} backlog round {rnd + 1}: {r}", file=sys.stderr)
             rows.append((size, alone, drained_runs, backlogs))
@@ -163,13 +170,15 @@ def main():
         c = med([r["catch_up"] for r in dr])
         print(f"| {size} | {a:,.0f} | {w:,.0f} | {w / a:.2f}x | {d:,.0f} | {d / w:.2f}x | {c:.2f} |")
     print("\nDraining a backlog alone (ingest stopped first):\n")
-    print("| size | messages | drain msgs/s | ÷ ingest alone |")
-    print("|---|---:|---:|---:|")
+    print("| size | messages | drain msgs/s | ÷ ingest alone | drain CPU µs/msg | NATS CPU µs/msg |")
+    print("|---|---:|---:|---:|---:|---:|")
     for size, alone, _, bl in rows:
         a = med([r["ingest"] for r in alone])
         d = med([r["drain"] for r in bl])
         n = med([r["acked"] for r in bl])
-        print(f"| {size} | {n:,.0f} | {d:,.0f} | {d / a:.2f}x |")
+        du = med([r["drain_us"] for r in bl])
+        nu = med([r["nats_us"] for r in bl])
+        print(f"| {size} | {n:,.0f} | {d:,.0f} | {d / a:.2f}x | {du:.0f} | {nu:.0f} |")
 
 
 if __name__ == "__main__":

@@ -233,14 +233,17 @@ def load(port, size, sessions, seconds, cores, extra=()):
 
 
 def main():
+    global SLUICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=5, help="measured seconds per cell")
+    ap.add_argument("--sluice", default=SLUICE, help="the sluice binary (to compare builds)")
     ap.add_argument("--servers", default="sluice,smtp-sink,postfix,haraka")
     ap.add_argument("--sizes", default="1k,64k,1m,realistic")
     ap.add_argument("--sessions", default="1,50")
     ap.add_argument("--server-cores", default="", help="--cores for sluice (default all)")
     ap.add_argument("--loadgen-cores", default="", help="--cores for sluice-loadgen (default all)")
     a = ap.parse_args()
+    SLUICE = a.sluice
     kinds = {"sluice": Sluice, "smtp-sink": SmtpSink, "postfix": Postfix, "haraka": Haraka}
     names = a.servers.split(",")
     if "haraka" in names and not os.path.exists(os.path.join(Haraka.pkg, "bin", "haraka")):
