@@ -349,7 +349,9 @@ mod tests {
         let path = segment_path(&dir.path().canonicalize().unwrap(), 1);
         // Small batches go direct, large ones (200 KB, 300 KB) through the
         // page cache: the two kinds follow each other.
-        let lens = [1usize, 4095, 4096, 5000, 200_000, 3, 8192, 300_001, 511, 513];
+        let lens = [
+            1usize, 4095, 4096, 5000, 200_000, 3, 8192, 300_001, 511, 513,
+        ];
         let files = with_segment(dir.path(), move |mut seg, cfg| {
             Box::pin(async move {
                 let mut seen = Vec::new();
