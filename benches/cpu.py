@@ -198,7 +198,9 @@ def main():
             sink_us = statistics.median(m["us"] for m in sink_runs) if sink_runs else None
             first = {}
             for server in grid:
-                runs = results[(size, mode, server.name)]
+                runs = results.get((size, mode, server.name))
+                if runs is None:
+                    continue  # not run (smtp-sink and BDAT)
                 good = [m for m in runs if m]
                 if not good:
                     print(f"| {size} | {mode} | {server.name} | errors (not supported?) | | | |")

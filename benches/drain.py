@@ -33,13 +33,20 @@ from cpu import cpu_seconds  # noqa: E402
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
-def start_nats(workdir, nodes):
+def start_nats(workdir, nodes, max_payload=None):
     ports = [free_port() for _ in range(nodes)]
     routes = [free_port() for _ in range(nodes)]
     procs = []
     for i in range(nodes):
         args = [NATS, "-js", "-a", "127.0.0.1", "-p", str(ports[i]), "-n", f"n{i}",
                 "-sd", os.path.join(workdir, f"nats{i}")]
+        if max_payload:
+            # Messages up to this size go into the stream itself; larger
+            # ones through the object store (nats-server's default: 1 MB).
+            conf = os.path.join(workdir, f"nats{i}.conf")
+            with open(conf, "w") as f:
+                f.write(f"max_payload: {max_payload}\n")
+            args += ["-c", conf]
         if nodes > 1:
             args += ["--cluster_name", "bench", "--cluster", f"nats://127.0.0.1:{routes[i]}",
                      "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in routes)]
@@ -130,6 +137,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cluster", type=int, default=1, help="JetStream nodes (and stream replicas)")
     ap.add_argument("--sluice", default=SLUICE, help="the sluice binary (serve and drain) to measure")
+    ap.add_argument("--max-payload", type=int, help="nats-server max_payload in octets (default its 1 MB)")
     args = ap.parse_args()
     SLUICE = args.sluice
     for exe in (SLUICE, LOADGEN, NATS):
@@ -137,7 +145,7 @@ def main():
             raise SystemExit(f"drain bench: {exe} is missing (cargo build --release --workspace; "
                              "apt-get install nats-server)")
     workdir = tempfile.mkdtemp(prefix="sluice-drain-bench-", dir=os.path.join(ROOT, "target"))
-    procs, urls = start_nats(workdir, args.cluster)
+    procs, urls = start_nats(workdir, args.cluster, args.max_payload)
     rows = []
     try:
         for size in args.sizes.split(","):
@@ -159,8 +167,9 @@ def main():
             stop_process(p)
         shutil.rmtree(workdir, ignore_errors=True)
     med = statistics.median
+    payload = f", max_payload {args.max_payload:,}" if args.max_payload else ""
     print(f"{args.sessions} sessions, {args.seconds} s closed loop, {args.rounds} rounds, "
-          f"JetStream {args.cluster} node(s), R{args.cluster}\n")
+          f"JetStream {args.cluster} node(s), R{args.cluster}{payload}\n")
     print("| size | ingest alone msgs/s | ingest with drain msgs/s | ratio | drain msgs/s | drain ÷ ingest | catch-up after load s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for size, alone, dr, _ in rows:

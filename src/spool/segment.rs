@@ -12,13 +12,14 @@
 //! CPU), so those still go through the page cache (BENCHMARKS.md, "direct
 //! I/O").
 //!
-//! Every write is whole blocks at aligned offsets, so the octets of the
-//! last, partial block are kept in memory ([`Segment::tail`]) and written
-//! again, followed by the new records and zeroes up to the next block
+//! A direct write is whole pages at page offsets, so the octets of the
+//! last, partial page are kept in memory ([`Segment::tail`]) and written
+//! again, followed by the new records and zeroes up to the next page
 //! boundary. Readers already treat an all-zero header as the end of the
-//! records (the zeroes written ahead end the file the same way). The block
+//! records (the zeroes written ahead end the file the same way). The page
 //! rewritten holds the same octets as before in its acknowledged part, so a
-//! torn write of it can only lose records nobody was told about.
+//! torn write of it can only lose records nobody was told about. A
+//! page-cache write simply starts where the records end.
 //!
 //! Ahead of the data the file holds zeroes that were written and synced
 //! before any record lands there: an `fdatasync` after an append that
@@ -52,8 +53,8 @@ const ZERO_BATCH_LIMIT: u64 = 128 << 10;
 /// a 1 KiB-message batch costs 0.8× the CPU written direct, a batch of
 /// 64 KiB messages 1.1–1.3×.
 const DIRECT_LIMIT: usize = 128 << 10;
-/// Writes are whole pages at page offsets, whichever handle takes them: a
-/// page-cache write of a whole page never has to read the page first.
+/// Direct writes are whole pages at page offsets (or the device's logical
+/// block, if larger).
 const BLOCK: u64 = 4096;
 
 /// Two handles on the segment file: the page cache, and under `fsync`
@@ -79,7 +80,8 @@ impl SegmentFile {
         Ok(SegmentFile { buffered, direct })
     }
 
-    /// Writes are whole blocks of this many octets at offsets it divides.
+    /// Direct writes are whole blocks of this many octets at offsets it
+    /// divides.
     fn alignment(&self) -> u64 {
         self.direct
             .as_ref()
