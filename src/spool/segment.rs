@@ -48,11 +48,12 @@ const ZERO_STEP: u64 = 2 << 20;
 /// (Measured: with no limit, 64 KiB messages lost a quarter of their rate.)
 const ZERO_BATCH_LIMIT: u64 = 128 << 10;
 
-/// Batches (and zero steps) written with direct I/O are smaller than
-/// this; larger ones go through the page cache. Measured (BENCHMARKS.md):
-/// a 1 KiB-message batch costs 0.8× the CPU written direct, a batch of
-/// 64 KiB messages 1.1–1.3×.
-const DIRECT_LIMIT: usize = 128 << 10;
+/// Batches written with direct I/O are smaller than this (the range that
+/// lands on zeroes written ahead: a pure overwrite, which io_uring issues
+/// inline); larger ones go through the page cache. Measured
+/// (BENCHMARKS.md): a 1 KiB-message batch costs 0.8× the CPU written
+/// direct, a batch of 64 KiB messages 1.1–1.3×.
+const DIRECT_LIMIT: usize = ZERO_BATCH_LIMIT as usize;
 /// Direct writes are whole pages at page offsets (or the device's logical
 /// block, if larger).
 const BLOCK: u64 = 4096;
@@ -101,30 +102,6 @@ impl SegmentFile {
         self.direct.as_ref().filter(|_| len < DIRECT_LIMIT)
     }
 
-    /// Writes `len` octets at `pos`, which `fill` puts into a fresh DMA
-    /// buffer (a `Vec` for the page cache without a direct handle).
-    /// Returns how many were written.
-    async fn write_direct(
-        &self,
-        len: usize,
-        pos: u64,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> io::Result<usize> {
-        let written = match &self.direct {
-            Some(f) => {
-                let mut buf = f.alloc_dma_buffer(len);
-                fill(buf.as_bytes_mut());
-                f.write_at(buf, pos).await
-            }
-            None => {
-                let mut buf = vec![0; len];
-                fill(&mut buf);
-                self.buffered.write_at(buf, pos).await
-            }
-        };
-        Ok(written?)
-    }
-
     async fn fdatasync(&self) -> io::Result<()> {
         Ok(self.buffered.fdatasync().await?)
     }
@@ -150,9 +127,22 @@ pub(super) struct Segment {
     pub(super) len: u64,
     /// The file holds synced zeroes up to here.
     zeroed: u64,
-    /// The octets from the last block boundary up to `len`: written again
-    /// in front of the next append.
+    /// The octets from the last page boundary up to `len`: written again
+    /// in front of the next direct append.
     tail: Vec<u8>,
+}
+
+/// Writes `len` octets at `pos` with direct I/O, from a fresh DMA buffer
+/// that `fill` fills. Returns how many were written.
+async fn write_direct(
+    file: &DmaFile,
+    len: usize,
+    pos: u64,
+    fill: impl FnOnce(&mut [u8]),
+) -> io::Result<usize> {
+    let mut buf = file.alloc_dma_buffer(len);
+    fill(buf.as_bytes_mut());
+    Ok(file.write_at(buf, pos).await?)
 }
 
 /// The octets at `range` of `a` followed by `b`.
@@ -194,10 +184,11 @@ impl Segment {
     /// size). Best effort: if the zeroes cannot be written (no space), they
     /// are cut back and the batch is simply appended.
     pub(super) async fn zero_ahead(&mut self, incoming: u64, config: &WriterConfig) {
-        if config.durability == Durability::None
-            || incoming >= ZERO_BATCH_LIMIT
-            || self.len + incoming <= self.zeroed
-        {
+        // No direct handle: `--durability none`, which never syncs.
+        let Some(direct) = &self.file.direct else {
+            return;
+        };
+        if incoming >= ZERO_BATCH_LIMIT || self.len + incoming <= self.zeroed {
             return;
         }
         // Whole blocks only: the partial one at `len` is the next append's.
@@ -211,9 +202,7 @@ impl Segment {
             return;
         }
         // Zeroes go direct at any size: no copy, and nothing cached.
-        let zeroes = self
-            .file
-            .write_direct((to - from) as usize, from, |b| b.fill(0));
+        let zeroes = write_direct(direct, (to - from) as usize, from, |b| b.fill(0));
         let written = match zeroes.await {
             Ok(n) if n as u64 == to - from => self.file.fdatasync().await.is_ok(),
             _ => false,
@@ -239,7 +228,7 @@ impl Segment {
         let kept_from = self.file.align_down(total as u64) as usize;
         let appended = records.len() as u64;
         let next_tail = joined_range(&self.tail, &records, kept_from..total);
-        if self.file.direct_for(padded).is_some() {
+        if let Some(direct) = self.file.direct_for(padded) {
             let start = self.len - self.tail.len() as u64;
             let tail = &self.tail;
             // `records` goes into the fill and is dropped there: the
@@ -249,7 +238,7 @@ impl Segment {
                 bytes[tail.len()..total].copy_from_slice(&records);
                 bytes[total..].fill(0);
             };
-            if self.file.write_direct(padded, start, fill).await? < padded {
+            if write_direct(direct, padded, start, fill).await? < padded {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
             self.zeroed = self.zeroed.max(start + padded as u64);
