@@ -11,13 +11,20 @@ time spent in softirq on the server's behalf is not). Rounds alternate
 the order of the servers, so drift on a shared machine hits them alike;
 the table gives the median µs per message and its ratio to smtp-sink's
 (smtp-sink does not take BDAT: BDAT rows are compared with its DATA).
+The machine column is the whole machine's busy CPU per message over the
+same load (/proc/stat): the load generator's share is the same for every
+server, and it also counts work the kernel does outside the server's
+threads (a flush from a kernel workqueue, interrupts), which the server
+column cannot see: compare variants on both.
 /proc counts in clock ticks (10 ms): keep --messages large enough that a
 cell takes seconds of CPU.
 
 With --syscalls, one more run per sluice cell is made under `strace -c -f`
 (slow: only its counts are used): system calls per message, the
 io_uring_enter calls (a park or a submission), and membarrier (glommio's
-park on a multi-core executor set; each one interrupts the other cores).
+park on a multi-core executor set; each one interrupts the other cores);
+and one under `strace -e trace=io_uring_enter` for the parks (the calls
+that wait for a completion).
 
   benches/cpu.py                     # 1k and 64k, DATA and BDAT, 3 rounds
   benches/cpu.py --sizes 1k --rounds 5 --syscalls
@@ -48,6 +55,16 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine_busy():
+    """Busy CPU seconds of the whole machine so far (/proc/stat: user,
+    nice, system, irq, softirq; not idle, iowait or steal): it also counts
+    kernel workers and interrupts that no process is charged for."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / TICK
 
 
 class Server:
@@ -100,15 +117,16 @@ def measure(server, size, mode, args):
     port = free_port()
     server.start(port)
     try:
-        before = cpu_seconds(server.proc.pid)
+        before, busy_before = cpu_seconds(server.proc.pid), machine_busy()
         r = load(port, size, mode, args.sessions, args.messages)
-        after = cpu_seconds(server.proc.pid)
+        after, busy_after = cpu_seconds(server.proc.pid), machine_busy()
     finally:
         server.stop()
     ok = r["acknowledged"]
     if r["errors"] or ok == 0:
         return None
-    return {"us": (after - before) * 1e6 / ok, "rate": r["messages_per_s"]}
+    return {"us": (after - before) * 1e6 / ok, "rate": r["messages_per_s"],
+            "machine_us": (busy_after - busy_before) * 1e6 / ok}
 
 
 def syscalls(server, size, mode, args):
@@ -134,7 +152,36 @@ def syscalls(server, size, mode, args):
                 calls = int(parts[3]) if parts[3].isdigit() else 0
                 counts[name] = calls
     n = max(1, r["acknowledged"])
-    return {k: v / n for k, v in counts.items()}
+    out = {k: v / n for k, v in counts.items()}
+    out["parks"] = parks(server, size, mode, args)
+    return out
+
+
+def parks(server, size, mode, args):
+    """Executor parks per message, from one more traced run: a park is an
+    io_uring_enter that waits for a completion (min_complete > 0, glommio's
+    sleep); the others only submit."""
+    port = free_port()
+    server.start(port)
+    trace = os.path.join(server.workdir, "enter.txt")
+    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=io_uring_enter", "-o", trace,
+                               "-p", str(server.proc.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    try:
+        r = load(port, size, mode, args.sessions, args.messages // 4)
+    finally:
+        tracer.terminate()
+        tracer.wait(30)
+        server.stop()
+    waits = 0
+    with open(trace) as f:
+        for line in f:
+            # pid io_uring_enter(fd, to_submit, min_complete, flags, ...
+            head = line.partition("io_uring_enter(")[2].split(",")
+            if len(head) >= 3 and head[2].strip().isdigit() and int(head[2]) > 0:
+                waits += 1
+    return waits / max(1, r["acknowledged"])
 
 
 def main():
@@ -173,7 +220,9 @@ def main():
                             continue  # it does not take BDAT (its DATA is the reference)
                         m = measure(server, size, mode, args)
                         results.setdefault((size, mode, server.name), []).append(m)
-                        shown = "errors" if m is None else f"{m['us']:.1f} µs/msg, {m['rate']:,.0f} msg/s"
+                        shown = "errors" if m is None else (
+                            f"{m['us']:.1f} µs/msg, machine {m['machine_us']:.1f}, "
+                            f"{m['rate']:,.0f} msg/s")
                         print(f"round {rnd + 1}: {size} {mode} {server.name}: {shown}", file=sys.stderr)
         traced = {}
         if args.syscalls:
@@ -183,10 +232,13 @@ def main():
                         if server.name != "smtp-sink":
                             traced[(size, mode, server.name)] = syscalls(server, size, mode, args)
     print(f"{args.messages:,} messages × {args.sessions} sessions per cell, {args.rounds} rounds, "
-          "server CPU (user + system, all threads) per acknowledged message\n")
+          "server CPU (user + system, all threads) per acknowledged message; machine: "
+          "the whole machine's busy CPU per message (load generator, kernel workers and "
+          "interrupts included)\n")
     against = "smtp-sink" if sink else f"{variants[0][0]} (same config)"
-    print(f"| size | mode | server | µs per message (rounds) | median | msgs/s median | vs {against} |")
-    print("|---|---|---|---|---:|---:|---:|")
+    print(f"| size | mode | server | µs per message (rounds) | median | vs {against} "
+          "| machine µs median | msgs/s median |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
     for size in args.sizes.split(","):
         for mode in args.modes.split(","):
             sink_runs = [m for m in results.get((size, mode, "smtp-sink"), []) if m]
@@ -203,23 +255,27 @@ def main():
                     continue  # not run (smtp-sink and BDAT)
                 good = [m for m in runs if m]
                 if not good:
-                    print(f"| {size} | {mode} | {server.name} | errors (not supported?) | | | |")
+                    print(f"| {size} | {mode} | {server.name} | errors (not supported?) | | | | |")
                     continue
                 us = statistics.median(m["us"] for m in good)
                 rate = statistics.median(m["rate"] for m in good)
+                machine = statistics.median(m["machine_us"] for m in good)
                 each = ", ".join("err" if m is None else f"{m['us']:.1f}" for m in runs)
                 config = server.name.split(" ", 1)[1] if server.name != "smtp-sink" else ""
                 first.setdefault(config, us)
                 ratio = f"{us / sink_us:.2f}x{versus}" if sink_us else f"{us / first[config]:.2f}x"
-                print(f"| {size} | {mode} | {server.name} | {each} | {us:.1f} | {rate:,.0f} | {ratio} |")
+                print(f"| {size} | {mode} | {server.name} | {each} | {us:.1f} | {ratio} "
+                      f"| {machine:.1f} | {rate:,.0f} |")
     if traced:
         print("\nSystem calls per message under strace -c -f (a slowed run; counts only):\n")
-        print("| size | mode | server | all | io_uring_enter | membarrier | sendto | recvfrom |")
-        print("|---|---|---|---:|---:|---:|---:|---:|")
+        print("| size | mode | server | all | io_uring_enter | of which parks | membarrier "
+              "| sendto | recvfrom |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for (size, mode, name), c in traced.items():
-            total = sum(c.values())
+            total = sum(v for k, v in c.items() if k != "parks")
             print(f"| {size} | {mode} | {name} | {total:.2f} | {c.get('io_uring_enter', 0):.2f} | "
-                  f"{c.get('membarrier', 0):.3f} | {c.get('sendto', 0):.2f} | {c.get('recvfrom', 0):.2f} |")
+                  f"{c['parks']:.3f} | {c.get('membarrier', 0):.3f} | {c.get('sendto', 0):.2f} | "
+                  f"{c.get('recvfrom', 0):.2f} |")
 
 
 if __name__ == "__main__":

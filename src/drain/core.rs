@@ -22,7 +22,7 @@ use super::jetstream::Link;
 use super::DrainStats;
 use crate::spool::cursor::{self, Cursor};
 use crate::spool::tail::{Committed, Tail};
-use crate::spool::walk::{check_message, list_segments, read_message};
+use crate::spool::walk::{check_message, list_segments, read_message, Found};
 
 /// Wait between looks at a spool with nothing new.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -136,23 +136,25 @@ impl CoreDrain {
         Ok(())
     }
 
-    /// Reads the message's octets (from the commit record itself, or its
-    /// chunks on disk), checks them and sends them.
+    /// Reads the message's octets (from the commit record itself, the
+    /// chunks the tail kept, or its chunks on disk), checks them and sends
+    /// them.
     async fn send(&self, mut commit: Committed) -> Result<Pending> {
         let data = if commit.found.chunks.is_empty() {
             // All octets sit in the commit record, whose CRC32C the tail
             // already checked: only the size is left to compare.
             let data = std::mem::take(&mut commit.found.inline);
-            let size = commit.found.envelope.size;
-            if data.len() as u64 == size {
-                Ok(data)
-            } else {
-                Err(format!(
-                    "message {}: size {} but envelope says {size}",
-                    commit.found.envelope.id,
-                    data.len()
-                ))
+            of_envelope_size(&commit.found, data)
+        } else if let Some(held) = commit.held.take() {
+            // Every chunk was checked against its record's CRC32C as the
+            // tail read it: joined with the inline octets, the size is
+            // left to compare.
+            let inline = std::mem::take(&mut commit.found.inline);
+            let mut data = Vec::with_capacity(commit.found.envelope.size as usize);
+            for chunk in held.iter().chain([&inline]) {
+                data.extend_from_slice(chunk);
             }
+            of_envelope_size(&commit.found, Bytes::from(data))
         } else {
             // The message goes to the reading thread and comes back,
             // instead of copying its inline octets.
@@ -302,6 +304,20 @@ impl CoreDrain {
     }
 }
 
+/// `data`, if it is as long as the envelope says the message is.
+fn of_envelope_size(found: &Found, data: Bytes) -> std::result::Result<Bytes, String> {
+    let size = found.envelope.size;
+    if data.len() as u64 == size {
+        Ok(data)
+    } else {
+        Err(format!(
+            "message {}: size {} but envelope says {size}",
+            found.envelope.id,
+            data.len()
+        ))
+    }
+}
+
 /// The oldest segment that must stay: the cursor's (serve may still write
 /// there, and it holds the next records), the oldest with chunks of a
 /// message the tail has not returned yet, and every segment holding a
@@ -357,6 +373,7 @@ mod tests {
                 inline: Bytes::new(),
             },
             end: (segment, 100),
+            held: None,
         }
     }
 

@@ -15,12 +15,19 @@
 //!   segment is reported and the rest of that segment skipped (`spool
 //!   verify` says more).
 //! - Chunk records are remembered by queue id until their commit arrives,
-//!   which can be segments later.
+//!   which can be segments later. Their octets, read and checked against
+//!   the record's CRC32C on the way, are kept too (up to [`HOLD_LIMIT`]
+//!   per core, the oldest messages' let go first), so the drain hands a
+//!   chunked message on without reading and checking its octets a second
+//!   time; a message whose chunks were let go is read back from the
+//!   segments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
 
 use super::record::{Kind, RecordReader, Step};
 use super::walk::{
@@ -32,6 +39,11 @@ use super::walk::{
 /// hold their segment back.
 pub const ORPHAN_AFTER_MICROS: u64 = 24 * 3600 * 1_000_000;
 
+/// Chunk octets a tail keeps in memory for messages not yet committed.
+/// The drain holds its in-flight messages whole anyway; this bounds what
+/// the messages still arriving (or abandoned mid-way) add.
+pub const HOLD_LIMIT: usize = 32 << 20;
+
 /// A committed message and where its commit record ends.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -39,6 +51,10 @@ pub struct Committed {
     pub found: Found,
     /// Segment and offset just past its commit record.
     pub end: (u64, u64),
+    /// The octets of every chunk of the message, in order, already checked
+    /// against their records' CRC32C, if the tail kept them all (none for a
+    /// message without chunks).
+    pub held: Option<Vec<Bytes>>,
 }
 
 /// A position in one core's spool and what is needed to go on from it.
@@ -47,6 +63,10 @@ pub struct Tail {
     segment: u64,
     offset: u64,
     pending: HashMap<u64, Vec<ChunkLoc>>,
+    /// The octets of pending chunks, by queue id (ids grow with time: the
+    /// first is the oldest), for ids whose every chunk so far is kept.
+    held: BTreeMap<u64, Vec<Bytes>>,
+    held_octets: usize,
     newest_commit_micros: u64,
     /// Damage found in finished segments.
     pub problems: Vec<Problem>,
@@ -70,6 +90,8 @@ impl Tail {
             segment: first,
             offset: 0,
             pending: HashMap::new(),
+            held: BTreeMap::new(),
+            held_octets: 0,
             newest_commit_micros: 0,
             problems: Vec::new(),
             cursor_ahead: None,
@@ -157,7 +179,12 @@ impl Tail {
                             Kind::Chunk => {
                                 match chunk_loc(self.segment, offset, reader.payload()) {
                                     Some((id, loc)) => {
-                                        self.pending.entry(id).or_default().push(loc)
+                                        let from = reader.payload().len() - loc.len as usize;
+                                        let chunks = self.pending.entry(id).or_default();
+                                        chunks.push(loc);
+                                        let nth = chunks.len();
+                                        let octets = Bytes::from(reader.take_payload());
+                                        self.hold(id, nth, octets.slice(from..));
                                     }
                                     None => self.problem(offset, Defect::ChunkWithoutId),
                                 }
@@ -169,12 +196,21 @@ impl Tail {
                                         self.newest_commit_micros = self
                                             .newest_commit_micros
                                             .max(found.envelope.received_at_micros);
+                                        let held = self
+                                            .let_go(found.envelope.id.0)
+                                            .filter(|h| h.len() == found.chunks.len());
                                         out.push(Committed {
                                             found,
                                             end: (self.segment, reader.offset()),
+                                            held,
                                         });
                                     }
-                                    Err(defect) => self.problem(offset, defect),
+                                    Err(defect) => {
+                                        if let Defect::MissingChunks { id, .. } = &defect {
+                                            self.let_go(id.0);
+                                        }
+                                        self.problem(offset, defect)
+                                    }
                                 }
                             }
                         }
@@ -187,6 +223,31 @@ impl Tail {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Keeps `octets`, the `nth` chunk of message `id`, if every earlier
+    /// one is kept and room can be made by letting older messages' go.
+    fn hold(&mut self, id: u64, nth: usize, octets: Bytes) {
+        if self.held.get(&id).map_or(0, Vec::len) + 1 != nth || octets.len() > HOLD_LIMIT {
+            self.let_go(id);
+            return;
+        }
+        while self.held_octets + octets.len() > HOLD_LIMIT {
+            let oldest = *self.held.keys().next().expect("octets are held");
+            self.let_go(oldest);
+        }
+        if nth > 1 && !self.held.contains_key(&id) {
+            return; // its own earlier chunks were the oldest
+        }
+        self.held_octets += octets.len();
+        self.held.entry(id).or_default().push(octets);
+    }
+
+    /// Stops keeping the chunks of `id`; returns them.
+    fn let_go(&mut self, id: u64) -> Option<Vec<Bytes>> {
+        let chunks = self.held.remove(&id)?;
+        self.held_octets -= chunks.iter().map(Bytes::len).sum::<usize>();
+        Some(chunks)
     }
 
     fn problem(&mut self, offset: u64, defect: Defect) {
@@ -239,6 +300,71 @@ mod tests {
         append(d, 2, &[0u8; 64]);
         assert!(t.poll(10).unwrap().is_empty());
         assert!(t.problems.is_empty());
+    }
+
+    fn held(c: &Committed) -> Option<Vec<Vec<u8>>> {
+        c.held
+            .as_ref()
+            .map(|h| h.iter().map(|b| b.to_vec()).collect())
+    }
+
+    #[test]
+    fn chunk_octets_are_kept_for_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        append(d, 1, &chunk(3 << 8, b"first "));
+        append(d, 1, &commit(1 << 8, 0, b"inline"));
+        append(d, 1, &chunk(3 << 8, b"second "));
+        append(d, 2, &commit(3 << 8, 2, b"end"));
+        let mut t = Tail::open(d, None).unwrap();
+        let got = t.poll(10).unwrap();
+        assert_eq!(ids(&got), vec![1 << 8, 3 << 8]);
+        assert_eq!(held(&got[0]), None, "no chunks, nothing held");
+        assert_eq!(
+            held(&got[1]),
+            Some(vec![b"first ".to_vec(), b"second ".to_vec()])
+        );
+        assert_eq!(t.held_octets, 0, "given to the commit");
+    }
+
+    #[test]
+    fn the_oldest_messages_chunks_are_let_go_beyond_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let half = vec![b'x'; HOLD_LIMIT / 2 + 1];
+        // Message 2 (older) has one chunk; message 5 (newer) needs room.
+        append(d, 1, &chunk(2 << 8, &half));
+        append(d, 1, &chunk(5 << 8, &half));
+        append(d, 1, &chunk(5 << 8, b"tail"));
+        append(d, 1, &commit(5 << 8, 2, b""));
+        append(d, 1, &commit(2 << 8, 1, b""));
+        let mut t = Tail::open(d, None).unwrap();
+        let got = t.poll(10).unwrap();
+        assert_eq!(ids(&got), vec![5 << 8, 2 << 8]);
+        assert_eq!(held(&got[0]), Some(vec![half.clone(), b"tail".to_vec()]));
+        // Let go: the drain reads it back from its place in the segment.
+        assert_eq!(held(&got[1]), None);
+        assert_eq!(got[1].found.chunks.len(), 1);
+        assert_eq!(t.held_octets, 0);
+        assert!(t.held.is_empty());
+    }
+
+    #[test]
+    fn a_message_whose_first_chunk_was_let_go_keeps_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let big = vec![b'y'; HOLD_LIMIT / 2 + 1];
+        // Message 2's first chunk is let go for message 5's; its second
+        // alone would be a partial message: not kept either.
+        append(d, 1, &chunk(2 << 8, &big));
+        append(d, 1, &chunk(5 << 8, &big));
+        append(d, 1, &chunk(2 << 8, b"more"));
+        append(d, 1, &commit(2 << 8, 2, b""));
+        let mut t = Tail::open(d, None).unwrap();
+        let got = t.poll(10).unwrap();
+        assert_eq!(ids(&got), vec![2 << 8]);
+        assert_eq!(held(&got[0]), None);
+        assert_eq!(t.held_octets, big.len(), "message 5's chunk is still kept");
     }
 
     #[test]

@@ -332,13 +332,15 @@ impl SpoolWriter {
 
     /// Writes (and maybe syncs) one batch. On failure the segment is cut
     /// back so no partial record stays behind the last good one.
-    /// Returns how long the sync took, if there was one.
+    /// Returns how long it took to make the batch durable (its write and
+    /// sync), if it had to be.
     async fn write_batch(
         &self,
         seg: &mut Segment,
         batch: &mut Batch,
     ) -> Result<Option<Duration>, StoreError> {
         let start = seg.len;
+        let started = Instant::now();
         if let Err(e) = seg.append(std::mem::take(&mut batch.buf)).await {
             tracing::error!(
                 core = self.config.core,
@@ -355,8 +357,10 @@ impl SpoolWriter {
             }
             return Err(e.into());
         }
-        if batch.sync && self.config.durability == Durability::Fsync {
-            let started = Instant::now();
+        if !batch.sync || self.config.durability != Durability::Fsync {
+            return Ok(None);
+        }
+        if seg.needs_sync() {
             if let Err(e) = seg.sync().await {
                 tracing::error!(
                     core = self.config.core,
@@ -365,9 +369,8 @@ impl SpoolWriter {
                 );
                 return Err(e.into());
             }
-            return Ok(Some(started.elapsed()));
         }
-        Ok(None)
+        Ok(Some(started.elapsed()))
     }
 }
 
