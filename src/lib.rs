@@ -40,6 +40,7 @@ pub mod dnsbl;
 pub mod drain;
 pub mod generate;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

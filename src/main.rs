@@ -10,37 +10,8 @@ use sluice::cli::{Cli, Command, TuneCommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc (v3) option numbers from its `mimalloc.h`; libmimalloc-sys
-/// does not name these three.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-const MI_OPTION_PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Makes mimalloc give freed memory back to the OS at once (decommit, no
-/// delay, arenas committed as used) instead of keeping it for the
-/// process: after a burst of hostile connections, RSS falls back to what
-/// the server needs. An environment variable (`MIMALLOC_PURGE_DELAY`…)
-/// still wins.
-fn return_freed_memory_promptly() {
-    for (option, env, value) in [
-        (
-            MI_OPTION_ARENA_EAGER_COMMIT,
-            "MIMALLOC_ARENA_EAGER_COMMIT",
-            0,
-        ),
-        (MI_OPTION_PURGE_DECOMMITS, "MIMALLOC_PURGE_DECOMMITS", 1),
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
-    ] {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: mi_option_set only stores an integer in mimalloc's
-            // option table; any value is valid for these options.
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    return_freed_memory_promptly();
+    sluice::memory::configure();
     let cli = Cli::parse();
     let verbosity = cli.verbosity();
     let name = match cli.command {

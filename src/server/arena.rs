@@ -106,6 +106,12 @@ impl ArenaPool {
         self.held.get()
     }
 
+    /// Whether arenas hold more than half the core's share: memory is
+    /// short, freed memory should go back to the OS now.
+    pub fn pressed(&self) -> bool {
+        self.held.get() > self.budget / 2
+    }
+
     /// A message has to wait for memory: let go of the free arenas
     /// (memory no message is using).
     pub fn note_wait(&self) {
@@ -115,7 +121,7 @@ impl ArenaPool {
 
     fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.borrow_mut();
-        let roomy = self.held.get() <= self.budget / 2;
+        let roomy = !self.pressed();
         if free.len() < self.keep && buf.capacity() <= KEEP_CAPACITY && roomy {
             free.push(buf);
         } else {

@@ -188,11 +188,14 @@ async fn wait_for_connections(shard: &Shard, deadline: Instant) {
 /// reloaded configuration.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 
-/// Until shutdown: heartbeat, and follow reloads.
+/// Until shutdown: heartbeat, follow reloads, and give the core's freed
+/// memory back.
 async fn housekeeping(shard: Rc<Shard>, published: Arc<Published>) {
+    let mut memory = crate::memory::Nudge::default();
     while !shard.shutdown().is_triggered() {
         shard.metrics().beat();
         shard.follow_reload(&published);
+        memory.round(shard.memory_pressed());
         glommio::timer::sleep(HOUSEKEEPING_EVERY).await;
     }
 }

@@ -233,6 +233,11 @@ impl Shard {
         self.pool.take()
     }
 
+    /// Whether the core's arenas hold more than half its memory share.
+    pub fn memory_pressed(&self) -> bool {
+        self.pool.pressed()
+    }
+
     /// A message found the core's share of `--memory-budget` used up.
     pub fn memory_wait(&self) {
         self.pool.note_wait();
