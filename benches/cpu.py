@@ -129,12 +129,14 @@ def measure(server, size, mode, args):
             "machine_us": (busy_after - busy_before) * 1e6 / ok}
 
 
-def syscalls(server, size, mode, args):
-    """Counts under strace -c -f for one run: {name: calls} per message."""
+def traced(server, size, mode, args, strace_args, name):
+    """One run (a quarter of --messages) under strace with `strace_args`,
+    its output in `name` in the work directory: (that path, the load's
+    result)."""
     port = free_port()
     server.start(port)
-    summary = os.path.join(server.workdir, "strace.txt")
-    tracer = subprocess.Popen(["strace", "-c", "-f", "-o", summary, "-p", str(server.proc.pid)],
+    out = os.path.join(server.workdir, name)
+    tracer = subprocess.Popen(["strace", "-f", *strace_args, "-o", out, "-p", str(server.proc.pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     try:
@@ -143,6 +145,12 @@ def syscalls(server, size, mode, args):
         tracer.terminate()
         tracer.wait(30)
         server.stop()
+    return out, r
+
+
+def syscalls(server, size, mode, args):
+    """Counts under strace -c -f for one run: {name: calls} per message."""
+    summary, r = traced(server, size, mode, args, ["-c"], "strace.txt")
     counts = {}
     with open(summary) as f:
         for line in f:
@@ -161,19 +169,7 @@ def parks(server, size, mode, args):
     """Executor parks per message, from one more traced run: a park is an
     io_uring_enter that waits for a completion (min_complete > 0, glommio's
     sleep); the others only submit."""
-    port = free_port()
-    server.start(port)
-    trace = os.path.join(server.workdir, "enter.txt")
-    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=io_uring_enter", "-o", trace,
-                               "-p", str(server.proc.pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-    try:
-        r = load(port, size, mode, args.sessions, args.messages // 4)
-    finally:
-        tracer.terminate()
-        tracer.wait(30)
-        server.stop()
+    trace, r = traced(server, size, mode, args, ["-e", "trace=io_uring_enter"], "enter.txt")
     waits = 0
     with open(trace) as f:
         for line in f:

@@ -310,6 +310,7 @@ mod tests {
 
     #[test]
     fn chunk_octets_are_kept_for_their_commit() {
+        // The commit in a later segment than its chunks.
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         append(d, 1, &chunk(3 << 8, b"first "));
@@ -327,19 +328,28 @@ mod tests {
         assert_eq!(t.held_octets, 0, "given to the commit");
     }
 
+    /// A tail over one segment of `records`, and what it returns.
+    fn read_one_segment(records: &[Vec<u8>]) -> (Tail, Vec<Committed>) {
+        let dir = tempfile::tempdir().unwrap();
+        for r in records {
+            append(dir.path(), 1, r);
+        }
+        let mut t = Tail::open(dir.path(), None).unwrap();
+        let got = t.poll(10).unwrap();
+        (t, got)
+    }
+
     #[test]
     fn the_oldest_messages_chunks_are_let_go_beyond_the_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         let half = vec![b'x'; HOLD_LIMIT / 2 + 1];
         // Message 2 (older) has one chunk; message 5 (newer) needs room.
-        append(d, 1, &chunk(2 << 8, &half));
-        append(d, 1, &chunk(5 << 8, &half));
-        append(d, 1, &chunk(5 << 8, b"tail"));
-        append(d, 1, &commit(5 << 8, 2, b""));
-        append(d, 1, &commit(2 << 8, 1, b""));
-        let mut t = Tail::open(d, None).unwrap();
-        let got = t.poll(10).unwrap();
+        let (t, got) = read_one_segment(&[
+            chunk(2 << 8, &half),
+            chunk(5 << 8, &half),
+            chunk(5 << 8, b"tail"),
+            commit(5 << 8, 2, b""),
+            commit(2 << 8, 1, b""),
+        ]);
         assert_eq!(ids(&got), vec![5 << 8, 2 << 8]);
         assert_eq!(held(&got[0]), Some(vec![half.clone(), b"tail".to_vec()]));
         // Let go: the drain reads it back from its place in the segment.
@@ -351,17 +361,15 @@ mod tests {
 
     #[test]
     fn a_message_whose_first_chunk_was_let_go_keeps_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         let big = vec![b'y'; HOLD_LIMIT / 2 + 1];
         // Message 2's first chunk is let go for message 5's; its second
         // alone would be a partial message: not kept either.
-        append(d, 1, &chunk(2 << 8, &big));
-        append(d, 1, &chunk(5 << 8, &big));
-        append(d, 1, &chunk(2 << 8, b"more"));
-        append(d, 1, &commit(2 << 8, 2, b""));
-        let mut t = Tail::open(d, None).unwrap();
-        let got = t.poll(10).unwrap();
+        let (t, got) = read_one_segment(&[
+            chunk(2 << 8, &big),
+            chunk(5 << 8, &big),
+            chunk(2 << 8, b"more"),
+            commit(2 << 8, 2, b""),
+        ]);
         assert_eq!(ids(&got), vec![2 << 8]);
         assert_eq!(held(&got[0]), None);
         assert_eq!(t.held_octets, big.len(), "message 5's chunk is still kept");
