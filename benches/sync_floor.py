@@ -39,6 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cpu import machine_busy  # noqa: E402
+from soak import percentile  # noqa: E402
 
 PAGE = 4096
 CAP_SECONDS = 300
@@ -91,11 +92,6 @@ def writer(path, size, count, rate, dsync, out):
         os.unlink(path)
 
 
-def pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def run(directory, size, writers, count, rate, dsync):
     out = multiprocessing.Queue()
     busy0 = machine_busy()
@@ -119,9 +115,9 @@ def run(directory, size, writers, count, rate, dsync):
         # Includes the preparation (zero fill) and this script's start:
         # an upper bound, close for long runs.
         "machine_us": (busy1 - busy0) * 1e6 / pairs,
-        "write_p50_ms": pct(writes, 0.5) * 1e3,
-        "sync_p50_ms": pct(syncs, 0.5) * 1e3,
-        "sync_p99_ms": pct(syncs, 0.99) * 1e3,
+        "write_p50_ms": percentile(writes, 50) * 1e3,
+        "sync_p50_ms": percentile(syncs, 50) * 1e3,
+        "sync_p99_ms": percentile(syncs, 99) * 1e3,
     }
 
 

@@ -5,13 +5,13 @@
 //! a burst of hostile connections leaves RSS high for good (issue 18's
 //! budget must hold whatever clients send). Given back too soon, every
 //! large buffer (a 64 KiB message's batch, a drain's reads) faults its
-//! pages in again on each reuse, which cost 64 KiB messages half again
+//! pages in again on each reuse, which cost 64 KiB messages 1.5–1.9×
 //! their CPU. So freed memory waits [`PURGE_DELAY_MS`] before it goes,
 //! except while some core's share of the memory budget is under pressure,
 //! when it goes at once; and each core tells mimalloc once per
 //! housekeeping round to give back what may go.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 /// mimalloc (v3) option numbers from its `mimalloc.h`; libmimalloc-sys
 /// does not name these three.
@@ -23,11 +23,16 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// it back, in milliseconds (BENCHMARKS.md, "purge delay").
 pub const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
+/// [`configure`] set the purge delay (no `MIMALLOC_PURGE_DELAY` in the
+/// environment), so [`Nudge::round`] may change it.
+static DELAY_IS_OURS: AtomicBool = AtomicBool::new(false);
+
 /// Sets mimalloc up for the process: decommit what it gives back, commit
 /// arenas as used, give freed memory back after [`PURGE_DELAY_MS`]. An
 /// environment variable (`MIMALLOC_PURGE_DELAY`…) still wins. Call it
 /// first thing in `main`.
 pub fn configure() {
+    DELAY_IS_OURS.store(std::env::var_os("MIMALLOC_PURGE_DELAY").is_none(), Relaxed);
     for (option, env, value) in [
         (
             MI_OPTION_ARENA_EAGER_COMMIT,
@@ -69,18 +74,23 @@ impl Nudge {
     pub fn round(&mut self, pressed: bool) {
         if pressed != self.pressed {
             self.pressed = pressed;
-            let before = if pressed {
-                PRESSED_CORES.fetch_add(1, Relaxed)
+            if pressed {
+                PRESSED_CORES.fetch_add(1, Relaxed);
             } else {
-                PRESSED_CORES.fetch_sub(1, Relaxed)
-            };
-            let now = if pressed { before + 1 } else { before - 1 };
-            if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-                let delay = if now > 0 { 0 } else { PURGE_DELAY_MS };
-                // SAFETY: as in `configure`: an integer in mimalloc's
-                // option table, read by its purges on any thread.
-                unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay) };
+                PRESSED_CORES.fetch_sub(1, Relaxed);
             }
+        }
+        // Set every round from the count, not only on a change: two cores
+        // changing at once cannot leave the other's value behind for long.
+        if DELAY_IS_OURS.load(Relaxed) {
+            let delay = if PRESSED_CORES.load(Relaxed) > 0 {
+                0
+            } else {
+                PURGE_DELAY_MS
+            };
+            // SAFETY: as in `configure`: an integer in mimalloc's option
+            // table, read by its purges on any thread.
+            unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay) };
         }
         // SAFETY: mi_collect walks only the calling thread's mimalloc heap
         // and its own bookkeeping. In a process that does not allocate
@@ -116,5 +126,11 @@ mod tests {
         b.round(false);
         assert_eq!(delay(), PURGE_DELAY_MS);
         assert_eq!(PRESSED_CORES.load(Relaxed), 0);
+        // A value another core's round left behind is put right by the
+        // next round, change or not.
+        // SAFETY: an integer in mimalloc's option table.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        a.round(false);
+        assert_eq!(delay(), PURGE_DELAY_MS);
     }
 }

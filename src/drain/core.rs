@@ -22,7 +22,7 @@ use super::jetstream::Link;
 use super::DrainStats;
 use crate::spool::cursor::{self, Cursor};
 use crate::spool::tail::{Committed, Tail};
-use crate::spool::walk::{check_message, list_segments, read_message, Found};
+use crate::spool::walk::{check_message, check_size, list_segments, read_message};
 
 /// Wait between looks at a spool with nothing new.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -144,7 +144,7 @@ impl CoreDrain {
             // All octets sit in the commit record, whose CRC32C the tail
             // already checked: only the size is left to compare.
             let data = std::mem::take(&mut commit.found.inline);
-            of_envelope_size(&commit.found, data)
+            check_size(&commit.found, data.len()).map(|()| data)
         } else if let Some(held) = commit.held.take() {
             // Every chunk was checked against its record's CRC32C as the
             // tail read it: joined with the inline octets, the size is
@@ -154,7 +154,7 @@ impl CoreDrain {
             for chunk in held.iter().chain([&inline]) {
                 data.extend_from_slice(chunk);
             }
-            of_envelope_size(&commit.found, Bytes::from(data))
+            check_size(&commit.found, data.len()).map(|()| Bytes::from(data))
         } else {
             // The message goes to the reading thread and comes back,
             // instead of copying its inline octets.
@@ -301,20 +301,6 @@ impl CoreDrain {
         if deleted {
             let _ = std::fs::File::open(&self.dir).and_then(|d| d.sync_all());
         }
-    }
-}
-
-/// `data`, if it is as long as the envelope says the message is.
-fn of_envelope_size(found: &Found, data: Bytes) -> std::result::Result<Bytes, String> {
-    let size = found.envelope.size;
-    if data.len() as u64 == size {
-        Ok(data)
-    } else {
-        Err(format!(
-            "message {}: size {} but envelope says {size}",
-            found.envelope.id,
-            data.len()
-        ))
     }
 }
 

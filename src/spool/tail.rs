@@ -311,14 +311,12 @@ mod tests {
     #[test]
     fn chunk_octets_are_kept_for_their_commit() {
         // The commit in a later segment than its chunks.
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        append(d, 1, &chunk(3 << 8, b"first "));
-        append(d, 1, &commit(1 << 8, 0, b"inline"));
-        append(d, 1, &chunk(3 << 8, b"second "));
-        append(d, 2, &commit(3 << 8, 2, b"end"));
-        let mut t = Tail::open(d, None).unwrap();
-        let got = t.poll(10).unwrap();
+        let (t, got) = read_segments(&[
+            (1, chunk(3 << 8, b"first ")),
+            (1, commit(1 << 8, 0, b"inline")),
+            (1, chunk(3 << 8, b"second ")),
+            (2, commit(3 << 8, 2, b"end")),
+        ]);
         assert_eq!(ids(&got), vec![1 << 8, 3 << 8]);
         assert_eq!(held(&got[0]), None, "no chunks, nothing held");
         assert_eq!(
@@ -328,11 +326,12 @@ mod tests {
         assert_eq!(t.held_octets, 0, "given to the commit");
     }
 
-    /// A tail over one segment of `records`, and what it returns.
-    fn read_one_segment(records: &[Vec<u8>]) -> (Tail, Vec<Committed>) {
+    /// A tail over `(segment, record)`s appended in order, and what it
+    /// returns.
+    fn read_segments(records: &[(u64, Vec<u8>)]) -> (Tail, Vec<Committed>) {
         let dir = tempfile::tempdir().unwrap();
-        for r in records {
-            append(dir.path(), 1, r);
+        for (segment, r) in records {
+            append(dir.path(), *segment, r);
         }
         let mut t = Tail::open(dir.path(), None).unwrap();
         let got = t.poll(10).unwrap();
@@ -343,12 +342,12 @@ mod tests {
     fn the_oldest_messages_chunks_are_let_go_beyond_the_limit() {
         let half = vec![b'x'; HOLD_LIMIT / 2 + 1];
         // Message 2 (older) has one chunk; message 5 (newer) needs room.
-        let (t, got) = read_one_segment(&[
-            chunk(2 << 8, &half),
-            chunk(5 << 8, &half),
-            chunk(5 << 8, b"tail"),
-            commit(5 << 8, 2, b""),
-            commit(2 << 8, 1, b""),
+        let (t, got) = read_segments(&[
+            (1, chunk(2 << 8, &half)),
+            (1, chunk(5 << 8, &half)),
+            (1, chunk(5 << 8, b"tail")),
+            (1, commit(5 << 8, 2, b"")),
+            (1, commit(2 << 8, 1, b"")),
         ]);
         assert_eq!(ids(&got), vec![5 << 8, 2 << 8]);
         assert_eq!(held(&got[0]), Some(vec![half.clone(), b"tail".to_vec()]));
@@ -364,11 +363,11 @@ mod tests {
         let big = vec![b'y'; HOLD_LIMIT / 2 + 1];
         // Message 2's first chunk is let go for message 5's; its second
         // alone would be a partial message: not kept either.
-        let (t, got) = read_one_segment(&[
-            chunk(2 << 8, &big),
-            chunk(5 << 8, &big),
-            chunk(2 << 8, b"more"),
-            commit(2 << 8, 2, b""),
+        let (t, got) = read_segments(&[
+            (1, chunk(2 << 8, &big)),
+            (1, chunk(5 << 8, &big)),
+            (1, chunk(2 << 8, b"more")),
+            (1, commit(2 << 8, 2, b"")),
         ]);
         assert_eq!(ids(&got), vec![2 << 8]);
         assert_eq!(held(&got[0]), None);

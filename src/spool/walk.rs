@@ -314,16 +314,20 @@ pub fn read_message(dir: &Path, m: &Found) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Checks a message's octets against its envelope's size and CRC.
-pub fn check_message(m: &Found, data: &[u8]) -> Result<(), String> {
-    if data.len() as u64 != m.envelope.size {
+/// Checks that `len` octets is the size the message's envelope gives.
+pub fn check_size(m: &Found, len: usize) -> Result<(), String> {
+    if len as u64 != m.envelope.size {
         return Err(format!(
-            "message {}: size {} but envelope says {}",
-            m.envelope.id,
-            data.len(),
-            m.envelope.size
+            "message {}: size {len} but envelope says {}",
+            m.envelope.id, m.envelope.size
         ));
     }
+    Ok(())
+}
+
+/// Checks a message's octets against its envelope's size and CRC.
+pub fn check_message(m: &Found, data: &[u8]) -> Result<(), String> {
+    check_size(m, data.len())?;
     if crc32c::crc32c(data) != m.envelope.body_crc {
         return Err(format!("message {}: body checksum mismatch", m.envelope.id));
     }
